@@ -1,0 +1,657 @@
+//! `Bus`: the handle users hold, its builder, and the bus's lifecycle.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::clock::{Clock, SystemClock};
+use crate::context;
+use crate::dispatch::{Executor, Runtime, Threads};
+use crate::envelope::Envelope;
+use crate::error::{BuildError, HandlerError, PublishError, ShutdownError, SubscribeError, TopicError, WaitIdleError};
+use crate::message::{Draft, Message};
+use crate::policy::{Dispatch, DropReason, Overflow};
+use crate::receiver::Receiver;
+use crate::registry::Registry;
+use crate::shutdown::ShutdownReport;
+use crate::stats::{BusStats, SubscriberId};
+use crate::subscribe::{HandlerResult, SubscriberBuilder};
+use crate::subscriber::ErrorHook;
+use crate::subscription::{Control, Subscription};
+use crate::sync::{Arc, Mutex, Ordering};
+use crate::topic::{Receipt, Topic, TopicCore, Wait};
+
+/// How long shutdown waits for threads to exit once it stopped waiting for handlers.
+const THREAD_EXIT_GRACE: Duration = Duration::from_millis(100);
+
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) capacity: usize,
+    pub(crate) overflow: Overflow,
+    pub(crate) dispatch: Dispatch,
+    pub(crate) drop_timeout: Duration,
+    pub(crate) error_hook: Option<ErrorHook>,
+}
+
+/// Everything one bus owns. Subscribers hold only `runtime`, so there is no cycle.
+pub(crate) struct BusShared {
+    pub(crate) config: Config,
+    pub(crate) runtime: Arc<Runtime>,
+    clock: std::sync::Arc<dyn Clock>,
+    registry: Registry,
+    /// Every registered subscriber and receiver, for stats and shutdown.
+    subscribers: DashMap<SubscriberId, Arc<dyn Control>>,
+    /// Started with the first pool subscriber.
+    pool: Mutex<Option<Executor>>,
+    threads: Threads,
+    /// The report of the first shutdown; later calls return it.
+    lifecycle: Mutex<Option<ShutdownReport>>,
+}
+
+impl BusShared {
+    pub(crate) fn pool(&self) -> Result<Executor, SubscribeError> {
+        let mut pool = self.pool.lock();
+        if let Some(pool) = pool.as_ref() {
+            return Ok(pool.clone());
+        }
+        let started =
+            Executor::start("crier-worker", self.config.workers, &self.threads).map_err(SubscribeError::Spawn)?;
+        *pool = Some(started.clone());
+        Ok(started)
+    }
+
+    pub(crate) fn own_thread(&self, name: &str) -> Result<Executor, SubscribeError> {
+        Executor::start(&format!("crier-{name}"), 1, &self.threads).map_err(SubscribeError::Spawn)
+    }
+
+    pub(crate) fn remember(&self, control: Arc<dyn Control>) {
+        self.subscribers.insert(control.id(), control);
+    }
+
+    pub(crate) fn forget(&self, id: SubscriberId) {
+        self.subscribers.remove(&id);
+    }
+
+    fn make_topic<E: Send + Sync + 'static>(&self) -> impl FnOnce(std::sync::Arc<str>, u64) -> TopicCore<E> + '_ {
+        move |name, prefix| TopicCore::new(name, prefix, self.clock.clone(), self.runtime.clone())
+    }
+
+    /// Topics made after `shutdown` closed the others are closed at birth. (The flag
+    /// is set before the others are closed, so no topic escapes both.)
+    fn close_if_late<E: Send + Sync + 'static>(&self, topic: &TopicCore<E>) {
+        if self.runtime.is_sealed() && !topic.is_closed() {
+            topic.close();
+        }
+    }
+
+    fn default_topic<E: Send + Sync + 'static>(&self) -> Arc<TopicCore<E>> {
+        let topic = self.registry.default_topic(self.make_topic());
+        self.close_if_late(&topic);
+        topic
+    }
+
+    fn named_topic<E: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<TopicCore<E>>, TopicError> {
+        let topic = self.registry.named_topic(name, self.make_topic())?;
+        self.close_if_late(&topic);
+        Ok(topic)
+    }
+
+    fn controls(&self) -> Vec<Arc<dyn Control>> {
+        let mut all: Vec<_> = self.subscribers.iter().map(|e| e.value().clone()).collect();
+        all.sort_by_key(|c| c.id());
+        all
+    }
+
+    fn stats(&self) -> BusStats {
+        let mut topics: Vec<_> = self.registry.all().iter().map(|t| t.stats()).collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        BusStats {
+            topics,
+            subscribers: self.controls().iter().map(|c| c.stats()).collect(),
+            in_flight: self.runtime.in_flight.get(),
+        }
+    }
+
+    /// The shutdown sequence; `deadline` bounds the drain, `abort` skips it.
+    fn shutdown(&self, deadline: Option<Instant>, abort: bool) -> ShutdownReport {
+        let mut lifecycle = self.lifecycle.lock();
+        if let Some(report) = lifecycle.as_ref() {
+            return report.clone();
+        }
+
+        // 1. Closing: publishes from outside the bus and subscribes are refused from
+        //    now on; blocked publishers are woken to learn it. Handlers may still
+        //    publish, so the flows of accepted events run to their end.
+        self.runtime.closed.store(true, Ordering::SeqCst);
+        let subscribers = self.controls();
+        for sub in &subscribers {
+            sub.wake_publishers();
+        }
+
+        // 2. Drain what was accepted, including what handlers publish meanwhile.
+        let drained = !abort && self.runtime.in_flight.wait_zero(deadline);
+
+        // 3. Closed: every publish is refused. Closing a topic passes its commit lock,
+        //    so no publish is half-way through a commit after this.
+        self.runtime.sealed.store(true, Ordering::SeqCst);
+        for topic in self.registry.all() {
+            topic.close();
+        }
+
+        // 4. Out of time (or aborting): discard the backlog; runners discard too.
+        let mut pending = 0;
+        if !drained {
+            self.runtime.aborted.store(true, Ordering::SeqCst);
+            for sub in subscribers.iter().filter(|s| s.is_push()) {
+                pending += sub.discard(DropReason::Shutdown) as u64;
+            }
+        }
+
+        // 5. Retire every handler: none starts after this returns.
+        let grace_until = Instant::now() + THREAD_EXIT_GRACE;
+        let handlers_running = subscribers
+            .iter()
+            .filter(|s| !s.retire(grace_until.saturating_duration_since(Instant::now())))
+            .count();
+
+        // 6. Stop the threads, and tell receivers that nothing more comes.
+        let pool = self.pool.lock().clone();
+        if let Some(pool) = &pool {
+            pool.stop();
+        }
+        for sub in &subscribers {
+            sub.close_input();
+        }
+        let join_until = if drained {
+            deadline
+        } else {
+            Some(Instant::now() + THREAD_EXIT_GRACE)
+        };
+        let threads_running = self.threads.join(join_until);
+
+        // 7. Report, then let go of handlers' captures (which may hold `Bus` handles).
+        let stats = self.stats();
+        let report = ShutdownReport {
+            in_receivers: ShutdownReport::receivers_backlog(&stats),
+            stats,
+            drained,
+            pending,
+            handlers_running,
+            threads_running,
+        };
+        for topic in self.registry.all() {
+            topic.clear_subscribers();
+        }
+        self.subscribers.clear();
+        if let (Some(pool), 0) = (&pool, threads_running) {
+            pool.clear();
+        }
+        *lifecycle = Some(report.clone());
+        report
+    }
+}
+
+/// The bus a service builds once at start-up: a cheap, cloneable handle.
+///
+/// `Bus` is `Clone + Send + Sync`; clones share one bus. See the [crate docs](crate)
+/// for a tour.
+///
+/// # Dropping the last handle
+///
+/// When the last `Bus` handle is dropped, the bus shuts down gracefully: it refuses new
+/// publishes, waits up to [`BusBuilder::drop_timeout`] (default 5 s) for every accepted
+/// event to be handled, drops and counts what is left, and joins its threads. If the
+/// last handle is dropped on one of the bus's own threads (inside a handler), the same
+/// runs on a short-lived helper thread instead, so nothing waits for itself.
+///
+/// A handler that captures a `Bus` clone keeps the bus alive, so then dropping the
+/// other handles does not shut it down; capture a [`WeakBus`] from
+/// [`downgrade`](Bus::downgrade) instead, or call [`shutdown`](Bus::shutdown), which
+/// also frees every handler's captures.
+#[derive(Clone)]
+pub struct Bus {
+    handle: std::sync::Arc<Handle>,
+}
+
+/// Shuts the bus down when the last `Bus` handle goes.
+struct Handle {
+    shared: Arc<BusShared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let shared = self.shared.clone();
+        let deadline = Instant::now().checked_add(shared.config.drop_timeout);
+        if context::in_handler() || context::on_bus_thread() {
+            let spawned = std::thread::Builder::new()
+                .name("crier-shutdown".into())
+                .spawn(move || drop(shared.shutdown(deadline, false)));
+            if spawned.is_err() {
+                // No thread to wait on: stop without waiting for ourselves.
+                drop(self.shared.shutdown(Some(Instant::now()), true));
+            }
+        } else {
+            drop(shared.shutdown(deadline, false));
+        }
+    }
+}
+
+/// A handle that does not keep the bus alive; see [`Bus::downgrade`].
+#[derive(Clone)]
+pub struct WeakBus {
+    handle: std::sync::Weak<Handle>,
+}
+
+impl WeakBus {
+    /// The bus, if a [`Bus`] handle still exists.
+    pub fn upgrade(&self) -> Option<Bus> {
+        self.handle.upgrade().map(|handle| Bus { handle })
+    }
+}
+
+impl fmt::Debug for WeakBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakBus")
+            .field("alive", &(self.handle.strong_count() > 0))
+            .finish()
+    }
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus::new()
+    }
+}
+
+impl Bus {
+    /// A bus with the default options (see [`BusBuilder`]).
+    pub fn new() -> Bus {
+        BusBuilder::default().assemble()
+    }
+
+    /// Options for a new bus.
+    pub fn builder() -> BusBuilder {
+        BusBuilder::default()
+    }
+
+    fn shared(&self) -> &Arc<BusShared> {
+        &self.handle.shared
+    }
+
+    /// The default topic of event type `E` (named after the type).
+    pub fn topic<E: Send + Sync + 'static>(&self) -> Topic<E> {
+        Topic {
+            core: self.shared().default_topic(),
+            bus: self.shared().clone(),
+        }
+    }
+
+    /// The topic named `name`, carrying events of type `E`.
+    ///
+    /// A name is dot-separated tokens (`orders.eu.created`): no empty token, no
+    /// whitespace or control character, no wildcard (`*`, `>`), at most 255 bytes. The
+    /// first call binds the name to `E` for the bus's lifetime.
+    ///
+    /// # Errors
+    ///
+    /// [`TopicError::InvalidName`] for a bad name, [`TopicError::TypeMismatch`] if the
+    /// name is bound to another type.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use crier::{Bus, TopicError};
+    ///
+    /// let bus = Bus::new();
+    /// assert!(bus.topic_named::<String>("orders.eu").is_ok());
+    /// assert!(matches!(bus.topic_named::<u64>("orders.eu"), Err(TopicError::TypeMismatch { .. })));
+    /// assert!(matches!(bus.topic_named::<String>("orders..eu"), Err(TopicError::InvalidName { .. })));
+    /// ```
+    pub fn topic_named<E: Send + Sync + 'static>(&self, name: &str) -> Result<Topic<E>, TopicError> {
+        Ok(Topic {
+            core: self.shared().named_topic(name)?,
+            bus: self.shared().clone(),
+        })
+    }
+
+    /// Publishes on `E`'s default topic; see [`Topic::publish`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Topic::publish`]; the event is handed back.
+    pub fn publish<E: Send + Sync + 'static>(&self, event: E) -> Result<Receipt, PublishError<E>> {
+        self.shared()
+            .default_topic()
+            .publish(Draft::new(event), Wait::Until(None))
+    }
+
+    /// Publishes without waiting; see [`Topic::try_publish`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Topic::try_publish`]; the event is handed back.
+    pub fn try_publish<E: Send + Sync + 'static>(&self, event: E) -> Result<Receipt, PublishError<E>> {
+        self.shared().default_topic().publish(Draft::new(event), Wait::Never)
+    }
+
+    /// Publishes, waiting at most `timeout` for space; see [`Topic::publish_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Topic::publish_timeout`]; the event is handed back.
+    pub fn publish_timeout<E: Send + Sync + 'static>(
+        &self,
+        event: E,
+        timeout: Duration,
+    ) -> Result<Receipt, PublishError<E>> {
+        self.shared()
+            .default_topic()
+            .publish(Draft::new(event), Wait::timeout(timeout))
+    }
+
+    /// Starts a publish with metadata on `E`'s default topic; see [`Message`].
+    pub fn message<E: Send + Sync + 'static>(&self, event: E) -> Message<E> {
+        self.topic().message(event)
+    }
+
+    /// Subscribes a handler to `E`'s default topic with the bus's default options.
+    ///
+    /// The handler takes `&Envelope<E>` and returns `()` or `Result<(), impl Into<BoxError>>`.
+    ///
+    /// # Errors
+    ///
+    /// See [`SubscriberBuilder::subscribe`].
+    pub fn subscribe<E, F, R>(&self, handler: F) -> Result<Subscription, SubscribeError>
+    where
+        E: Send + Sync + 'static,
+        F: FnMut(&Envelope<E>) -> R + Send + 'static,
+        R: HandlerResult,
+    {
+        self.topic().subscribe(handler)
+    }
+
+    /// Starts a subscriber on `E`'s default topic with options.
+    pub fn subscriber<E: Send + Sync + 'static>(&self) -> SubscriberBuilder<E> {
+        self.topic().subscriber()
+    }
+
+    /// A pull receiver on `E`'s default topic with the bus's default options.
+    ///
+    /// # Errors
+    ///
+    /// See [`SubscriberBuilder::receiver`].
+    pub fn receiver<E: Send + Sync + 'static>(&self) -> Result<Receiver<E>, SubscribeError> {
+        self.topic().receiver()
+    }
+
+    /// Blocks until no push delivery is queued or running anywhere on the bus,
+    /// including deliveries of events that handlers publish meanwhile.
+    ///
+    /// It counts deliveries, it does not watch for silence: it returns as soon as the
+    /// last handler of the last event returns. Events waiting in a [`Receiver`] are not
+    /// in flight (they wait for their owner).
+    ///
+    /// # Errors
+    ///
+    /// [`WaitIdleError::Timeout`] with the number still in flight, or
+    /// [`WaitIdleError::InsideHandler`] when called from a handler (which is itself in
+    /// flight).
+    pub fn wait_idle(&self, timeout: Duration) -> Result<(), WaitIdleError> {
+        if context::in_handler() || context::on_bus_thread() {
+            return Err(WaitIdleError::InsideHandler);
+        }
+        let in_flight = &self.shared().runtime.in_flight;
+        if in_flight.wait_zero(Instant::now().checked_add(timeout)) {
+            Ok(())
+        } else {
+            Err(WaitIdleError::Timeout {
+                in_flight: in_flight.get(),
+                timeout,
+            })
+        }
+    }
+
+    /// A snapshot of every topic's and subscriber's counters.
+    pub fn stats(&self) -> BusStats {
+        self.shared().stats()
+    }
+
+    /// Stops the bus gracefully and reports what happened to every accepted event.
+    ///
+    /// 1. Publishes from outside the bus and subscribes are refused from now on
+    ///    (`Closed`); publishers blocked on a full mailbox get their event back.
+    ///    Handlers may still publish: the flows of accepted events run to their end.
+    /// 2. Waits up to `timeout` until every accepted push delivery is handled,
+    ///    including those of events that handlers publish meanwhile.
+    /// 3. From here every publish is refused, handlers' too.
+    /// 4. If time ran out, drops what is still queued (counted as
+    ///    [`DropReason::Shutdown`] and reported as `pending`).
+    /// 5. Stops and joins the bus's threads, and frees every handler.
+    ///
+    /// Receivers keep what is queued in them; `recv` returns it, then `Closed`. Calling
+    /// it again returns the first report.
+    ///
+    /// # Errors
+    ///
+    /// [`ShutdownError::InsideHandler`] when called from a handler or a bus thread.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crier::{Bus, Envelope, PublishError};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::new();
+    /// let _sub = bus.subscribe(|_: &Envelope<u8>| {})?;
+    /// for n in 0..100_u8 {
+    ///     bus.publish(n)?;
+    /// }
+    /// let report = bus.shutdown(Duration::from_secs(5))?;
+    /// assert!(report.drained);
+    /// assert_eq!(report.delivered(), 100);
+    /// assert!(matches!(bus.publish(1_u8), Err(PublishError::Closed(1))));
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+        self.stop(Instant::now().checked_add(timeout), false)
+    }
+
+    /// Stops the bus at once: like [`shutdown`](Self::shutdown) without step 2. Every
+    /// queued push delivery is dropped and counted ([`DropReason::Shutdown`]); handlers
+    /// running now finish their current event and start no other.
+    ///
+    /// # Errors
+    ///
+    /// [`ShutdownError::InsideHandler`] when called from a handler or a bus thread.
+    pub fn abort(&self) -> Result<ShutdownReport, ShutdownError> {
+        self.stop(Some(Instant::now()), true)
+    }
+
+    fn stop(&self, deadline: Option<Instant>, abort: bool) -> Result<ShutdownReport, ShutdownError> {
+        if context::in_handler() || context::on_bus_thread() {
+            return Err(ShutdownError::InsideHandler);
+        }
+        Ok(self.shared().shutdown(deadline, abort))
+    }
+
+    /// `true` once `shutdown` or `abort` has started.
+    pub fn is_closed(&self) -> bool {
+        self.shared().runtime.is_closed()
+    }
+
+    /// A handle that does not keep the bus alive, for handlers to capture.
+    pub fn downgrade(&self) -> WeakBus {
+        WeakBus {
+            handle: std::sync::Arc::downgrade(&self.handle),
+        }
+    }
+}
+
+impl fmt::Debug for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = self.shared();
+        f.debug_struct("Bus")
+            .field("workers", &shared.config.workers)
+            .field("closed", &shared.runtime.is_closed())
+            .field("in_flight", &shared.runtime.in_flight.get())
+            .finish()
+    }
+}
+
+/// Options for a [`Bus`]. Every subscriber option here is a default that
+/// [`SubscriberBuilder`] can override per subscriber.
+///
+/// | option | default |
+/// |---|---|
+/// | [`workers`](Self::workers) | the number of CPUs, started with the first pool subscriber |
+/// | [`capacity`](Self::capacity) | 1024 events per mailbox |
+/// | [`overflow`](Self::overflow) | [`Overflow::Block`] |
+/// | [`dispatch`](Self::dispatch) | [`Dispatch::Pool`] |
+/// | [`clock`](Self::clock) | [`SystemClock`] |
+/// | [`drop_timeout`](Self::drop_timeout) | 5 s |
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use crier::{Bus, Overflow};
+///
+/// # fn main() -> Result<(), crier::BuildError> {
+/// let bus = Bus::builder()
+///     .workers(4)
+///     .capacity(256)
+///     .overflow(Overflow::DropOldest)
+///     .drop_timeout(Duration::from_secs(1))
+///     .build()?;
+/// # drop(bus); Ok(()) }
+/// ```
+#[must_use = "a bus exists only after `build`"]
+pub struct BusBuilder {
+    workers: usize,
+    capacity: usize,
+    overflow: Overflow,
+    dispatch: Dispatch,
+    clock: std::sync::Arc<dyn Clock>,
+    drop_timeout: Duration,
+    error_hook: Option<ErrorHook>,
+}
+
+impl Default for BusBuilder {
+    fn default() -> Self {
+        BusBuilder {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            capacity: 1024,
+            overflow: Overflow::Block,
+            dispatch: Dispatch::Pool,
+            clock: std::sync::Arc::new(SystemClock),
+            drop_timeout: Duration::from_secs(5),
+            error_hook: None,
+        }
+    }
+}
+
+impl BusBuilder {
+    /// Threads in the shared worker pool (at least 1).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// The default mailbox capacity (at least 1).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The default overflow policy.
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// The default dispatch mode.
+    pub fn dispatch(mut self, dispatch: Dispatch) -> Self {
+        self.dispatch = dispatch;
+        self
+    }
+
+    /// Shorthand for `dispatch(Dispatch::Inline)`: handlers run on the publishing
+    /// thread before `publish` returns, for deterministic tests.
+    pub fn inline(self) -> Self {
+        self.dispatch(Dispatch::Inline)
+    }
+
+    /// The clock envelopes are stamped with.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = std::sync::Arc::new(clock);
+        self
+    }
+
+    /// How long dropping the last [`Bus`] handle waits for accepted events.
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = timeout;
+        self
+    }
+
+    /// The error hook of subscribers that set none; see
+    /// [`SubscriberBuilder::on_error`].
+    pub fn on_error(mut self, hook: impl Fn(&HandlerError) + Send + Sync + 'static) -> Self {
+        self.error_hook = Some(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// Builds the bus. No thread starts until a subscriber needs one.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::ZeroWorkers`] for `workers(0)`, [`BuildError::ZeroCapacity`] for
+    /// `capacity(0)`.
+    pub fn build(self) -> Result<Bus, BuildError> {
+        if self.workers == 0 {
+            return Err(BuildError::ZeroWorkers);
+        }
+        if self.capacity == 0 {
+            return Err(BuildError::ZeroCapacity);
+        }
+        Ok(self.assemble())
+    }
+
+    fn assemble(self) -> Bus {
+        let shared = BusShared {
+            config: Config {
+                workers: self.workers,
+                capacity: self.capacity,
+                overflow: self.overflow,
+                dispatch: self.dispatch,
+                drop_timeout: self.drop_timeout,
+                error_hook: self.error_hook,
+            },
+            runtime: Arc::new(Runtime::new()),
+            clock: self.clock,
+            registry: Registry::new(),
+            subscribers: DashMap::new(),
+            pool: Mutex::new(None),
+            threads: Threads::new(),
+            lifecycle: Mutex::new(None),
+        };
+        Bus {
+            handle: std::sync::Arc::new(Handle {
+                shared: Arc::new(shared),
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for BusBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusBuilder")
+            .field("workers", &self.workers)
+            .field("capacity", &self.capacity)
+            .field("overflow", &self.overflow)
+            .field("dispatch", &self.dispatch)
+            .field("drop_timeout", &self.drop_timeout)
+            .finish()
+    }
+}

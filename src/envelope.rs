@@ -1,0 +1,228 @@
+//! `Envelope<E>`: an event plus the metadata the bus attaches when it is published.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A unique identifier of a published event.
+///
+/// The high 64 bits name the topic instance (32 random bits drawn once per process and
+/// a 32-bit counter of topics created in it); the low 64 bits are the event's `seq` in
+/// its topic. Ids are therefore unique within a process, and ids from two processes
+/// collide only if their random halves do. Shown as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct EventId(u128);
+
+impl EventId {
+    pub(crate) fn new(topic_prefix: u64, seq: u64) -> Self {
+        EventId((u128::from(topic_prefix) << 64) | u128::from(seq))
+    }
+
+    /// The id as a number, for storing or comparing outside the bus.
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// Rebuilds an id from [`EventId::as_u128`].
+    pub fn from_u128(value: u128) -> Self {
+        EventId(value)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({self})")
+    }
+}
+
+/// Free-form string headers carried by an event, in the order they were added.
+#[derive(Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// The value of the first header named `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every header as `(name, value)`, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The number of headers.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// `true` when there is no header.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn push(&mut self, name: String, value: String) {
+        self.0.push((name, value));
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// Everything but the event: what the publisher chose and what the bus stamped.
+#[derive(Debug, Clone)]
+pub(crate) struct Metadata {
+    pub(crate) id: EventId,
+    pub(crate) topic: Arc<str>,
+    pub(crate) seq: u64,
+    pub(crate) published_at: SystemTime,
+    pub(crate) key: Option<Box<str>>,
+    pub(crate) headers: Headers,
+    pub(crate) correlation_id: EventId,
+    pub(crate) causation_id: Option<EventId>,
+}
+
+/// Shared by every subscriber of one publish: one allocation per event, whatever the
+/// fan-out.
+pub(crate) struct Shared<E> {
+    pub(crate) event: E,
+    pub(crate) meta: Metadata,
+}
+
+/// A published event as a handler or receiver sees it.
+///
+/// `Envelope<E>` dereferences to the event (`env.field`, `&*env`) and carries the
+/// metadata the bus attached. The event and its metadata live in one `Arc` shared by
+/// every subscriber, so fan-out copies nothing and `E` needs no `Clone`; cloning an
+/// envelope is one reference-count increment.
+///
+/// # Example
+///
+/// ```
+/// use crier::{Bus, Envelope};
+///
+/// struct Greeting(&'static str);
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::builder().inline().build()?;
+/// let _sub = bus.subscribe(|env: &Envelope<Greeting>| {
+///     assert_eq!(env.0, "hello");
+///     assert_eq!(env.seq(), 0);
+///     assert_eq!(env.key(), Some("user-7"));
+///     assert_eq!(env.headers().get("lang"), Some("en"));
+///     assert_eq!(env.correlation_id(), env.id()); // a root event correlates with itself
+///     assert_eq!(env.causation_id(), None);
+/// })?;
+/// bus.message(Greeting("hello")).key("user-7").header("lang", "en").publish()?;
+/// # Ok(()) }
+/// ```
+pub struct Envelope<E> {
+    shared: Arc<Shared<E>>,
+    attempt: u32,
+}
+
+impl<E> Envelope<E> {
+    pub(crate) fn new(shared: Arc<Shared<E>>) -> Self {
+        Envelope { shared, attempt: 1 }
+    }
+
+    /// The event.
+    pub fn event(&self) -> &E {
+        &self.shared.event
+    }
+
+    /// The event's unique id.
+    pub fn id(&self) -> EventId {
+        self.shared.meta.id
+    }
+
+    /// The name of the topic it was published on.
+    pub fn topic(&self) -> &str {
+        &self.shared.meta.topic
+    }
+
+    /// Its offset in the topic: 0 for the first accepted event, then 1, 2, … with no
+    /// gap. Publishes that returned `Err` take no number.
+    pub fn seq(&self) -> u64 {
+        self.shared.meta.seq
+    }
+
+    /// When it was published, read from the bus's [`Clock`](crate::Clock).
+    pub fn published_at(&self) -> SystemTime {
+        self.shared.meta.published_at
+    }
+
+    /// The partition key, if the publisher set one.
+    pub fn key(&self) -> Option<&str> {
+        self.shared.meta.key.as_deref()
+    }
+
+    /// The headers the publisher set.
+    pub fn headers(&self) -> &Headers {
+        &self.shared.meta.headers
+    }
+
+    /// The id of the flow this event belongs to. A publisher may set it; an event
+    /// published by a handler inherits the handled event's; otherwise it is the event's
+    /// own id.
+    pub fn correlation_id(&self) -> EventId {
+        self.shared.meta.correlation_id
+    }
+
+    /// The id of the event whose handler published this one, if any.
+    pub fn causation_id(&self) -> Option<EventId> {
+        self.shared.meta.causation_id
+    }
+
+    /// Which delivery attempt this is, starting at 1. Under at-most-once delivery it is
+    /// always 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+impl<E> Clone for Envelope<E> {
+    fn clone(&self) -> Self {
+        Envelope {
+            shared: Arc::clone(&self.shared),
+            attempt: self.attempt,
+        }
+    }
+}
+
+impl<E> Deref for Envelope<E> {
+    type Target = E;
+
+    fn deref(&self) -> &E {
+        &self.shared.event
+    }
+}
+
+impl<E> fmt::Debug for Envelope<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let meta = &self.shared.meta;
+        f.debug_struct("Envelope")
+            .field("event", &std::any::type_name::<E>())
+            .field("id", &meta.id)
+            .field("topic", &meta.topic)
+            .field("seq", &meta.seq)
+            .field("published_at", &meta.published_at)
+            .field("key", &meta.key)
+            .field("headers", &meta.headers)
+            .field("correlation_id", &meta.correlation_id)
+            .field("causation_id", &meta.causation_id)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}

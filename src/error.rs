@@ -1,0 +1,254 @@
+//! The errors, one small enum per operation. Publish errors hand the event back.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The error type a handler may return: anything that converts into a boxed error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a publish was refused. Every variant hands the event back
+/// ([`into_event`](PublishError::into_event)): a refused event was delivered to nobody.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError<E> {
+    /// A subscriber's mailbox is full and its policy is [`Overflow::Reject`], or it is
+    /// [`Overflow::Block`] and the call may not wait (`try_publish`, or a publish from
+    /// inside a handler).
+    ///
+    /// [`Overflow::Reject`]: crate::Overflow::Reject
+    /// [`Overflow::Block`]: crate::Overflow::Block
+    #[error("a subscriber's mailbox is full")]
+    Full(E),
+    /// `publish_timeout` waited its whole timeout for mailbox space.
+    #[error("timed out waiting for mailbox space")]
+    Timeout(E),
+    /// The bus is shut down or shutting down.
+    #[error("the bus is shut down")]
+    Closed(E),
+}
+
+impl<E> PublishError<E> {
+    /// Takes the event back.
+    pub fn into_event(self) -> E {
+        match self {
+            PublishError::Full(e) | PublishError::Timeout(e) | PublishError::Closed(e) => e,
+        }
+    }
+
+    /// The event that was not published.
+    pub fn event(&self) -> &E {
+        match self {
+            PublishError::Full(e) | PublishError::Timeout(e) | PublishError::Closed(e) => e,
+        }
+    }
+}
+
+impl<E> fmt::Debug for PublishError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::Full(_) => f.write_str("Full(..)"),
+            PublishError::Timeout(_) => f.write_str("Timeout(..)"),
+            PublishError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+/// A topic could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// The name is already bound to another event type.
+    #[error("topic `{topic}` carries `{existing}`, not `{requested}`")]
+    TypeMismatch {
+        /// The topic name.
+        topic: String,
+        /// The type the name is bound to.
+        existing: &'static str,
+        /// The type that was asked for.
+        requested: &'static str,
+    },
+    /// The name is not a valid topic name.
+    #[error("invalid topic name `{name}`: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// A subscriber or receiver could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The topic could not be opened.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// A mailbox of capacity 0 could never hold an event; use at least 1.
+    #[error("mailbox capacity must be at least 1")]
+    ZeroCapacity,
+    /// The bus is shut down.
+    #[error("the bus is shut down")]
+    Closed,
+    /// A thread could not be started: the subscriber's own
+    /// ([`Dispatch::Thread`](crate::Dispatch::Thread)), or the worker pool, which starts
+    /// with the first pool subscriber.
+    #[error("could not start a thread")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// A bus could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A pool of 0 workers could never run a pool subscriber; use at least 1.
+    #[error("the worker pool needs at least 1 thread")]
+    ZeroWorkers,
+    /// A default mailbox capacity of 0 could never hold an event; use at least 1.
+    #[error("mailbox capacity must be at least 1")]
+    ZeroCapacity,
+}
+
+/// A [`Receiver::recv`](crate::Receiver::recv) that returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The receiver's mailbox overflowed under `DropOldest` and this many events were
+    /// dropped since the last call; the next call returns the oldest event still queued.
+    #[error("the receiver lagged behind and missed {0} events")]
+    Lagged(u64),
+    /// The bus shut down (or the topic closed) and every queued event was received.
+    #[error("the bus is shut down and the receiver is empty")]
+    Closed,
+}
+
+/// A [`Receiver::try_recv`](crate::Receiver::try_recv) that returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// No event is queued now.
+    #[error("no event is queued")]
+    Empty,
+    /// See [`RecvError::Lagged`].
+    #[error("the receiver lagged behind and missed {0} events")]
+    Lagged(u64),
+    /// See [`RecvError::Closed`].
+    #[error("the bus is shut down and the receiver is empty")]
+    Closed,
+}
+
+/// A [`Receiver::recv_timeout`](crate::Receiver::recv_timeout) that returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvTimeoutError {
+    /// No event came within the timeout.
+    #[error("no event came in time")]
+    Timeout,
+    /// See [`RecvError::Lagged`].
+    #[error("the receiver lagged behind and missed {0} events")]
+    Lagged(u64),
+    /// See [`RecvError::Closed`].
+    #[error("the bus is shut down and the receiver is empty")]
+    Closed,
+}
+
+/// [`Bus::wait_idle`](crate::Bus::wait_idle) gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitIdleError {
+    /// Deliveries were still queued or running when the timeout passed.
+    #[error("{in_flight} deliveries still queued or running after {timeout:?}")]
+    Timeout {
+        /// Deliveries queued or running at the deadline.
+        in_flight: usize,
+        /// The timeout that passed.
+        timeout: Duration,
+    },
+    /// Called from inside a handler, which is itself in flight: the wait could never end.
+    #[error("wait_idle called from inside a handler")]
+    InsideHandler,
+}
+
+/// [`Bus::shutdown`](crate::Bus::shutdown) or [`Bus::abort`](crate::Bus::abort) could
+/// not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// Called from inside a handler, which would have to wait for itself. Nothing was
+    /// changed; call it from outside the bus, or drop the last `Bus` handle.
+    #[error("shutdown called from inside a handler")]
+    InsideHandler,
+}
+
+/// How a handler invocation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The handler returned `Err`.
+    Error(BoxError),
+    /// The handler panicked; the panic message, if it was a string.
+    Panic(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Error(e) => write!(f, "{e}"),
+            Failure::Panic(msg) => write!(f, "panicked: {msg}"),
+        }
+    }
+}
+
+/// What an error hook is told about a failed handler invocation.
+#[derive(Debug)]
+pub struct HandlerError {
+    pub(crate) subscriber: std::sync::Arc<str>,
+    pub(crate) topic: std::sync::Arc<str>,
+    pub(crate) event_id: crate::EventId,
+    pub(crate) attempt: u32,
+    pub(crate) failure: Failure,
+}
+
+impl HandlerError {
+    /// The subscriber's name.
+    pub fn subscriber(&self) -> &str {
+        &self.subscriber
+    }
+
+    /// The topic the event was published on.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The event that failed.
+    pub fn event_id(&self) -> crate::EventId {
+        self.event_id
+    }
+
+    /// The delivery attempt that failed, starting at 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// What went wrong.
+    pub fn failure(&self) -> &Failure {
+        &self.failure
+    }
+
+    /// `true` if the handler panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.failure, Failure::Panic(_))
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "subscriber `{}` failed on event {} of topic `{}` (attempt {}): {}",
+            self.subscriber, self.event_id, self.topic, self.attempt, self.failure
+        )
+    }
+}
+
+impl std::error::Error for HandlerError {}

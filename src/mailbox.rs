@@ -1,0 +1,152 @@
+//! `Mailbox<T>`: one subscriber's queue. A lock-free crossbeam channel holds the items;
+//! [`Slots`] bounds them; a `Wake` marker lets a blocked receiver learn that no more
+//! items will come.
+
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+
+use crate::slots::Slots;
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+
+enum Item<T> {
+    Event(T),
+    /// Sent once by `close`, so a receiver blocked in `recv` wakes and sees `closed`.
+    Wake,
+}
+
+pub(crate) enum Pop<T> {
+    Item(T),
+    Timeout,
+    Closed,
+}
+
+pub(crate) struct Mailbox<T> {
+    /// Both ends stay here: the channel never disconnects, `close` marks the end.
+    tx: Sender<Item<T>>,
+    rx: Receiver<Item<T>>,
+    /// Items queued plus reserved, bounded by the capacity.
+    slots: Slots,
+    /// The largest `slots.used()` any push saw.
+    high_water: AtomicUsize,
+    /// Set once, when no more items will be pushed (pull receivers at shutdown).
+    closed: AtomicBool,
+}
+
+impl<T> Mailbox<T> {
+    pub(crate) fn new(capacity: Option<usize>) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Mailbox {
+            tx,
+            rx,
+            slots: Slots::new(capacity.unwrap_or(usize::MAX)),
+            high_water: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        self.slots.is_bounded().then(|| self.slots.capacity())
+    }
+
+    pub(crate) fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    /// Items queued (and slots reserved by publishes in progress).
+    pub(crate) fn len(&self) -> usize {
+        self.slots.used()
+    }
+
+    pub(crate) fn high_water(&self) -> usize {
+        self.high_water.load(Ordering::Relaxed)
+    }
+
+    fn record_depth(&self, depth: usize) {
+        // A plain load first: the RMW is paid only when the mark moves.
+        if depth > self.high_water.load(Ordering::Relaxed) {
+            self.high_water.fetch_max(depth, Ordering::Relaxed);
+        }
+    }
+
+    /// Pushes into a slot taken with `slots().try_reserve()`.
+    pub(crate) fn push_reserved(&self, item: T) {
+        self.record_depth(self.slots.used());
+        self.send(item);
+    }
+
+    /// Pushes whatever the capacity; if that overfilled the mailbox, evicts and returns
+    /// the oldest item.
+    pub(crate) fn push_evicting(&self, item: T) -> Option<T> {
+        let used = self.slots.occupy();
+        self.send(item);
+        if used <= self.slots.capacity() {
+            self.record_depth(used);
+            return None;
+        }
+        self.record_depth(self.slots.capacity());
+        // A consumer may have emptied the queue meanwhile; then nothing is evicted.
+        self.pop()
+    }
+
+    fn send(&self, item: T) {
+        // Cannot fail: `self.rx` keeps the channel connected.
+        let _ = self.tx.send(Item::Event(item));
+    }
+
+    pub(crate) fn pop(&self) -> Option<T> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Item::Event(item)) => {
+                    self.slots.release(1);
+                    return Some(item);
+                }
+                Ok(Item::Wake) => continue,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Blocks until an item comes, the deadline passes, or the mailbox is closed and empty.
+    pub(crate) fn pop_blocking(&self, deadline: Option<Instant>) -> Pop<T> {
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return self.pop().map_or(Pop::Closed, Pop::Item);
+            }
+            let received = match deadline {
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(deadline) => self.rx.recv_deadline(deadline),
+            };
+            match received {
+                Ok(Item::Event(item)) => {
+                    self.slots.release(1);
+                    return Pop::Item(item);
+                }
+                // `closed` is set now; the loop re-checks it.
+                Ok(Item::Wake) => continue,
+                Err(RecvTimeoutError::Timeout) => return Pop::Timeout,
+                Err(RecvTimeoutError::Disconnected) => return Pop::Closed,
+            }
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// No more items will be pushed: wakes a blocked `pop_blocking`.
+    pub(crate) fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(Item::Wake);
+        }
+    }
+
+    /// Pops and drops every queued item; returns how many.
+    pub(crate) fn clear(&self) -> usize {
+        let mut n = 0;
+        while self.pop().is_some() {
+            n += 1;
+        }
+        n
+    }
+}

@@ -1,0 +1,123 @@
+//! `Message<E>`: a publish with metadata.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::envelope::{EventId, Headers};
+use crate::error::PublishError;
+use crate::topic::{Receipt, Topic, Wait};
+
+/// An event and the metadata its publisher chose.
+pub(crate) struct Draft<E> {
+    pub(crate) event: E,
+    pub(crate) key: Option<Box<str>>,
+    pub(crate) headers: Headers,
+    pub(crate) correlation_id: Option<EventId>,
+}
+
+impl<E> Draft<E> {
+    pub(crate) fn new(event: E) -> Self {
+        Draft {
+            event,
+            key: None,
+            headers: Headers::default(),
+            correlation_id: None,
+        }
+    }
+}
+
+/// A publish being prepared: set metadata, then call one of the publish methods.
+///
+/// Made by [`Bus::message`](crate::Bus::message) and [`Topic::message`].
+///
+/// # Example
+///
+/// ```
+/// use crier::{Bus, Envelope};
+///
+/// struct Shipped { order: u32 }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::new();
+/// let rx = bus.receiver::<Shipped>()?;
+/// bus.message(Shipped { order: 7 })
+///     .key("customer-42")
+///     .header("source", "warehouse-3")
+///     .publish()?;
+/// let env = rx.recv()?;
+/// assert_eq!(env.key(), Some("customer-42"));
+/// assert_eq!(env.headers().get("source"), Some("warehouse-3"));
+/// # Ok(()) }
+/// ```
+#[must_use = "a message is published only by `publish`, `try_publish` or `publish_timeout`"]
+pub struct Message<E> {
+    topic: Topic<E>,
+    draft: Draft<E>,
+}
+
+impl<E: Send + Sync + 'static> Message<E> {
+    pub(crate) fn new(topic: Topic<E>, event: E) -> Self {
+        Message {
+            topic,
+            draft: Draft::new(event),
+        }
+    }
+
+    /// Sets the partition key ([`Envelope::key`](crate::Envelope::key)).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.draft.key = Some(key.into().into_boxed_str());
+        self
+    }
+
+    /// Adds a header; several may share a name.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.draft.headers.push(name.into(), value.into());
+        self
+    }
+
+    /// Sets the correlation id instead of inheriting it from the handler that is
+    /// publishing (or using the event's own id).
+    pub fn correlation_id(mut self, id: EventId) -> Self {
+        self.draft.correlation_id = Some(id);
+        self
+    }
+
+    /// As [`Topic::publish`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Topic::publish`]; the event is handed back.
+    pub fn publish(self) -> Result<Receipt, PublishError<E>> {
+        self.topic.core.publish(self.draft, Wait::Until(None))
+    }
+
+    /// As [`Topic::try_publish`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Topic::try_publish`]; the event is handed back.
+    pub fn try_publish(self) -> Result<Receipt, PublishError<E>> {
+        self.topic.core.publish(self.draft, Wait::Never)
+    }
+
+    /// As [`Topic::publish_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Topic::publish_timeout`]; the event is handed back.
+    pub fn publish_timeout(self, timeout: Duration) -> Result<Receipt, PublishError<E>> {
+        self.topic.core.publish(self.draft, Wait::timeout(timeout))
+    }
+}
+
+impl<E> fmt::Debug for Message<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("topic", &self.topic.core.name)
+            .field("event", &std::any::type_name::<E>())
+            .field("key", &self.draft.key)
+            .field("headers", &self.draft.headers)
+            .field("correlation_id", &self.draft.correlation_id)
+            .finish()
+    }
+}

@@ -1,0 +1,155 @@
+//! The topic registry: event types and names to topics, with type checking.
+
+use std::any::{Any, TypeId};
+
+use dashmap::DashMap;
+
+use crate::error::TopicError;
+use crate::stats::TopicStats;
+use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::topic::TopicCore;
+
+/// What the bus needs from a topic, whatever its event type.
+pub(crate) trait AnyTopic: Send + Sync {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    fn event_type(&self) -> &'static str;
+    fn stats(&self) -> TopicStats;
+    fn close(&self);
+    fn clear_subscribers(&self);
+}
+
+impl<E: Send + Sync + 'static> AnyTopic for TopicCore<E> {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn event_type(&self) -> &'static str {
+        std::any::type_name::<E>()
+    }
+
+    fn stats(&self) -> TopicStats {
+        TopicCore::stats(self)
+    }
+
+    fn close(&self) {
+        TopicCore::close(self);
+    }
+
+    fn clear_subscribers(&self) {
+        TopicCore::clear_subscribers(self);
+    }
+}
+
+pub(crate) struct Registry {
+    /// Each event type's default topic, named after the type.
+    defaults: DashMap<TypeId, Arc<dyn AnyTopic>>,
+    /// Named topics. A name is bound to the type of its first user, for good.
+    named: DashMap<Box<str>, Arc<dyn AnyTopic>>,
+    /// The high half of the next topic's `EventId` prefix: 32 random bits per process,
+    /// then a counter.
+    next_prefix: AtomicU64,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Self {
+        Registry {
+            defaults: DashMap::new(),
+            named: DashMap::new(),
+            next_prefix: AtomicU64::new(process_random_bits() << 32),
+        }
+    }
+
+    fn next_prefix(&self) -> u64 {
+        self.next_prefix.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn default_topic<E: Send + Sync + 'static>(
+        &self,
+        make: impl FnOnce(std::sync::Arc<str>, u64) -> TopicCore<E>,
+    ) -> Arc<TopicCore<E>> {
+        let key = TypeId::of::<E>();
+        let topic = match self.defaults.get(&key) {
+            Some(found) => found.value().clone(),
+            None => self
+                .defaults
+                .entry(key)
+                .or_insert_with(|| Arc::new(make(std::any::type_name::<E>().into(), self.next_prefix())))
+                .value()
+                .clone(),
+        };
+        // Keyed by the type id, so the type always matches.
+        match topic.into_any().downcast::<TopicCore<E>>() {
+            Ok(topic) => topic,
+            Err(_) => unreachable!("default topics are keyed by their event type"),
+        }
+    }
+
+    pub(crate) fn named_topic<E: Send + Sync + 'static>(
+        &self,
+        name: &str,
+        make: impl FnOnce(std::sync::Arc<str>, u64) -> TopicCore<E>,
+    ) -> Result<Arc<TopicCore<E>>, TopicError> {
+        validate_name(name)?;
+        let topic = match self.named.get(name) {
+            Some(found) => found.value().clone(),
+            None => self
+                .named
+                .entry(name.into())
+                .or_insert_with(|| Arc::new(make(name.into(), self.next_prefix())))
+                .value()
+                .clone(),
+        };
+        let existing = topic.event_type();
+        topic
+            .into_any()
+            .downcast::<TopicCore<E>>()
+            .map_err(|_| TopicError::TypeMismatch {
+                topic: name.to_owned(),
+                existing,
+                requested: std::any::type_name::<E>(),
+            })
+    }
+
+    /// Every topic, collected first so that `f` runs with no registry lock held.
+    pub(crate) fn all(&self) -> Vec<Arc<dyn AnyTopic>> {
+        let defaults = self.defaults.iter().map(|e| e.value().clone());
+        defaults.chain(self.named.iter().map(|e| e.value().clone())).collect()
+    }
+}
+
+/// 32 bits that differ between processes (std seeds `RandomState` from the OS).
+fn process_random_bits() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish() >> 32
+}
+
+/// The longest topic name accepted, in bytes.
+pub(crate) const MAX_NAME_LEN: usize = 255;
+
+/// Topic names are dot-separated tokens: `orders`, `orders.eu.created`.
+pub(crate) fn validate_name(name: &str) -> Result<(), TopicError> {
+    let invalid = |reason| {
+        Err(TopicError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return invalid("the name is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return invalid("the name is longer than 255 bytes");
+    }
+    if name.split('.').any(str::is_empty) {
+        return invalid("a dot-separated token is empty");
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return invalid("the name contains whitespace or a control character");
+    }
+    if name.contains(['*', '>']) {
+        return invalid("the name contains a wildcard character (`*` or `>`)");
+    }
+    Ok(())
+}

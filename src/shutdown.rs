@@ -1,0 +1,80 @@
+//! `ShutdownReport`: what `shutdown` and `abort` did with every accepted event.
+
+use std::fmt;
+
+use crate::stats::{BusStats, Consumer, DropCounts};
+
+/// What [`Bus::shutdown`](crate::Bus::shutdown) or [`Bus::abort`](crate::Bus::abort)
+/// did. Every event a subscriber accepted appears in exactly one of delivered, failed,
+/// dropped, or still queued in a receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// The final counters of every subscriber still registered at shutdown.
+    pub stats: BusStats,
+    /// `true` if every accepted push delivery was handled before the deadline.
+    pub drained: bool,
+    /// Push deliveries still queued at the deadline (or at `abort`), now dropped and
+    /// counted under [`DropReason::Shutdown`](crate::DropReason::Shutdown).
+    pub pending: u64,
+    /// Events left in receivers, which their owners can still `recv`.
+    pub in_receivers: u64,
+    /// Handlers still running when the call returned (stuck, or caught mid-event by
+    /// `abort`). Each finishes its current event; none starts another.
+    pub handlers_running: usize,
+    /// Bus threads still running when the call returned (they run such handlers);
+    /// they were left detached instead of joined.
+    pub threads_running: usize,
+}
+
+impl ShutdownReport {
+    /// Events handled successfully, over all subscribers.
+    pub fn delivered(&self) -> u64 {
+        self.stats.subscribers.iter().map(|s| s.delivered).sum()
+    }
+
+    /// Handler invocations that failed, over all subscribers.
+    pub fn failed(&self) -> u64 {
+        self.stats.subscribers.iter().map(|s| s.failed).sum()
+    }
+
+    /// Events dropped, by reason, over all subscribers.
+    pub fn dropped(&self) -> DropCounts {
+        let mut total = DropCounts::default();
+        for s in &self.stats.subscribers {
+            total.add(&s.dropped);
+        }
+        total
+    }
+
+    pub(crate) fn receivers_backlog(stats: &BusStats) -> u64 {
+        let receivers = stats.subscribers.iter().filter(|s| s.consumer == Consumer::Receiver);
+        receivers.map(|s| s.queued).sum()
+    }
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dropped = self.dropped();
+        write!(
+            f,
+            "{}: delivered {}, failed {}, dropped {} (shutdown {}), pending {}, left in receivers {}",
+            if self.drained { "drained" } else { "not drained" },
+            self.delivered(),
+            self.failed(),
+            dropped.total(),
+            dropped.shutdown,
+            self.pending,
+            self.in_receivers
+        )?;
+        if self.handlers_running > 0 || self.threads_running > 0 {
+            write!(
+                f,
+                ", {} handlers and {} threads still running",
+                self.handlers_running, self.threads_running
+            )?;
+        }
+        Ok(())
+    }
+}

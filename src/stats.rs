@@ -1,0 +1,248 @@
+//! Counters and the snapshots `Bus::stats` returns.
+
+use std::fmt;
+
+use crate::policy::{Dispatch, DropReason, Overflow};
+use crate::sync::{AtomicU64, Mutex, Ordering};
+
+/// Identifies one subscriber or receiver for the lifetime of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SubscriberId(pub(crate) u64);
+
+impl SubscriberId {
+    pub(crate) fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        SubscriberId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for SubscriberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// One subscriber's live counters. Relaxed: they are read at quiet points, after
+/// `wait_idle` or a handler's return has ordered them (see `in_flight`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) dropped: [AtomicU64; 5],
+    pub(crate) refused: AtomicU64,
+    /// `DropOldest` evictions not yet reported to a receiver as `Lagged`.
+    pub(crate) unreported_lag: AtomicU64,
+    pub(crate) last_error: Mutex<Option<String>>,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn drop_n(&self, reason: DropReason, n: u64) {
+        Counters::add(&self.dropped[reason.index()], n);
+    }
+
+    pub(crate) fn dropped(&self) -> DropCounts {
+        let get = |r: DropReason| self.dropped[r.index()].load(Ordering::Relaxed);
+        DropCounts {
+            newest: get(DropReason::Newest),
+            oldest: get(DropReason::Oldest),
+            block_timeout: get(DropReason::BlockTimeout),
+            unsubscribed: get(DropReason::Unsubscribed),
+            shutdown: get(DropReason::Shutdown),
+        }
+    }
+}
+
+/// Events dropped for one subscriber, by [`DropReason`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct DropCounts {
+    /// [`DropReason::Newest`].
+    pub newest: u64,
+    /// [`DropReason::Oldest`].
+    pub oldest: u64,
+    /// [`DropReason::BlockTimeout`].
+    pub block_timeout: u64,
+    /// [`DropReason::Unsubscribed`].
+    pub unsubscribed: u64,
+    /// [`DropReason::Shutdown`].
+    pub shutdown: u64,
+}
+
+impl DropCounts {
+    /// All drops, whatever the reason.
+    pub fn total(&self) -> u64 {
+        self.newest + self.oldest + self.block_timeout + self.unsubscribed + self.shutdown
+    }
+
+    /// The count for one reason.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        match reason {
+            DropReason::Newest => self.newest,
+            DropReason::Oldest => self.oldest,
+            DropReason::BlockTimeout => self.block_timeout,
+            DropReason::Unsubscribed => self.unsubscribed,
+            DropReason::Shutdown => self.shutdown,
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &DropCounts) {
+        self.newest += other.newest;
+        self.oldest += other.oldest;
+        self.block_timeout += other.block_timeout;
+        self.unsubscribed += other.unsubscribed;
+        self.shutdown += other.shutdown;
+    }
+}
+
+/// How a subscriber consumes its mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum Consumer {
+    /// A push handler, run where [`Dispatch`] says.
+    Handler(Dispatch),
+    /// A [`Receiver`](crate::Receiver) the user drains.
+    Receiver,
+}
+
+/// A snapshot of one subscriber's counters.
+///
+/// The accounting identity (promise 1) reads
+/// `delivered + failed + dropped.total() + queued == accepted`; it holds whenever no
+/// handler is running and no publish is in progress, for instance after
+/// [`Bus::wait_idle`](crate::Bus::wait_idle). [`is_balanced`](Self::is_balanced) checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct SubscriberStats {
+    /// The subscriber's id.
+    pub id: SubscriberId,
+    /// Its name (given on the builder, or `subscriber-{id}`).
+    pub name: String,
+    /// The topic it listens to.
+    pub topic: String,
+    /// How it consumes.
+    pub consumer: Consumer,
+    /// Its overflow policy.
+    pub overflow: Overflow,
+    /// Its mailbox capacity; `None`: unbounded.
+    pub capacity: Option<usize>,
+    /// Events it accepted: matched its filter in a publish that returned `Ok`.
+    pub accepted: u64,
+    /// Events its handler handled successfully, or its receiver handed out.
+    pub delivered: u64,
+    /// Handler invocations that returned `Err` or panicked (or a filter that panicked).
+    pub failed: u64,
+    /// Accepted events dropped instead of handled, by reason.
+    pub dropped: DropCounts,
+    /// Publishes refused (`Err(Full)`, `Err(Timeout)`) because of this subscriber's full
+    /// mailbox. Refused events were not accepted, so they are not in the identity.
+    pub refused: u64,
+    /// Events waiting in its mailbox now.
+    pub queued: u64,
+    /// The most events its mailbox ever held at once.
+    pub high_water: u64,
+    /// The text of its latest failure.
+    pub last_error: Option<String>,
+}
+
+impl SubscriberStats {
+    /// `delivered + failed + dropped + queued == accepted` (see the type's docs for when
+    /// it must hold).
+    pub fn is_balanced(&self) -> bool {
+        self.delivered + self.failed + self.dropped.total() + self.queued == self.accepted
+    }
+}
+
+/// A snapshot of one topic's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct TopicStats {
+    /// The topic's name.
+    pub name: String,
+    /// The event type it carries.
+    pub event_type: &'static str,
+    /// Publishes accepted (returned `Ok`); also the next `seq`.
+    pub published: u64,
+    /// Accepted publishes that matched no subscriber.
+    pub unrouted: u64,
+    /// Publishes refused with `Err` (full, timed out, closed).
+    pub refused: u64,
+    /// Live subscribers and receivers.
+    pub subscribers: usize,
+}
+
+/// A snapshot of the whole bus, from [`Bus::stats`](crate::Bus::stats).
+///
+/// With the `serde` feature it implements `Serialize`. `Display` prints aligned tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Every topic opened so far, sorted by name.
+    pub topics: Vec<TopicStats>,
+    /// Every live subscriber and receiver, in subscription order.
+    pub subscribers: Vec<SubscriberStats>,
+    /// Push deliveries queued or running now.
+    pub in_flight: usize,
+}
+
+impl BusStats {
+    /// The subscriber with this name, if exactly one has it.
+    pub fn subscriber(&self, name: &str) -> Option<&SubscriberStats> {
+        let mut found = self.subscribers.iter().filter(|s| s.name == name);
+        found.next().filter(|_| found.next().is_none())
+    }
+
+    /// The topic with this name.
+    pub fn topic(&self, name: &str) -> Option<&TopicStats> {
+        self.topics.iter().find(|t| t.name == name)
+    }
+}
+
+impl fmt::Display for BusStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let topic_width = self.topics.iter().map(|t| t.name.len()).max().unwrap_or(0).max(5);
+        writeln!(
+            f,
+            "{:<topic_width$}  {:>10}  {:>9}  {:>8}  {:>5}",
+            "topic", "published", "unrouted", "refused", "subs"
+        )?;
+        for t in &self.topics {
+            writeln!(
+                f,
+                "{:<topic_width$}  {:>10}  {:>9}  {:>8}  {:>5}",
+                t.name, t.published, t.unrouted, t.refused, t.subscribers
+            )?;
+        }
+        let name_width = self.subscribers.iter().map(|s| s.name.len()).max().unwrap_or(0).max(10);
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<name_width$}  {:>9}  {:>9}  {:>6}  {:>7}  {:>6}  {:>4}",
+            "subscriber", "accepted", "delivered", "failed", "dropped", "queued", "peak"
+        )?;
+        for s in &self.subscribers {
+            writeln!(
+                f,
+                "{:<name_width$}  {:>9}  {:>9}  {:>6}  {:>7}  {:>6}  {:>4}",
+                s.name,
+                s.accepted,
+                s.delivered,
+                s.failed,
+                s.dropped.total(),
+                s.queued,
+                s.high_water
+            )?;
+        }
+        write!(f, "in flight: {}", self.in_flight)
+    }
+}

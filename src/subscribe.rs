@@ -1,0 +1,222 @@
+//! `SubscriberBuilder<E>`: the options of a subscriber or receiver.
+
+use std::fmt;
+
+use crate::envelope::Envelope;
+use crate::error::{BoxError, HandlerError, SubscribeError};
+use crate::policy::{Dispatch, Overflow};
+use crate::receiver::Receiver;
+use crate::stats::Consumer;
+use crate::subscriber::{ErrorHook, Filter, Handler, Parts, Subscriber};
+use crate::subscription::{Control, Registration, Subscription};
+use crate::sync::Arc;
+use crate::topic::Topic;
+
+/// What a handler may return: `()`, or `Result<(), E>` for any error that converts into
+/// [`BoxError`]. An `Err` counts as a failed delivery, like a panic.
+pub trait HandlerResult {
+    /// Converts into the bus's view of the outcome.
+    fn into_result(self) -> Result<(), BoxError>;
+}
+
+impl HandlerResult for () {
+    fn into_result(self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl<Er: Into<BoxError>> HandlerResult for Result<(), Er> {
+    fn into_result(self) -> Result<(), BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// The options of one subscriber or receiver. Made by
+/// [`Bus::subscriber`](crate::Bus::subscriber) and [`Topic::subscriber`]; every option
+/// not set takes the bus's default (see [`BusBuilder`](crate::BusBuilder)).
+///
+/// # Example
+///
+/// ```
+/// use crier::{Bus, Dispatch, Envelope, Overflow};
+///
+/// struct Click { x: i32 }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::new();
+/// let sub = bus
+///     .subscriber::<Click>()
+///     .name("right-half")
+///     .filter(|click| click.x > 0)
+///     .capacity(64)
+///     .overflow(Overflow::DropOldest)
+///     .dispatch(Dispatch::Thread)
+///     .on_error(|e| eprintln!("{e}"))
+///     .subscribe(|env: &Envelope<Click>| -> Result<(), std::io::Error> {
+///         println!("click at {}", env.x);
+///         Ok(())
+///     })?;
+/// bus.publish(Click { x: -1 })?; // filtered out
+/// bus.publish(Click { x: 5 })?;
+/// bus.wait_idle(std::time::Duration::from_secs(5))?;
+/// assert_eq!(sub.stats().delivered, 1);
+/// # Ok(()) }
+/// ```
+#[must_use = "a subscriber exists only after `subscribe` or `receiver`"]
+pub struct SubscriberBuilder<E> {
+    topic: Topic<E>,
+    name: Option<String>,
+    filter: Option<Filter<E>>,
+    /// `None`: the bus default; `Some(None)`: unbounded.
+    capacity: Option<Option<usize>>,
+    overflow: Option<Overflow>,
+    dispatch: Option<Dispatch>,
+    error_hook: Option<ErrorHook>,
+}
+
+impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
+    pub(crate) fn new(topic: Topic<E>) -> Self {
+        SubscriberBuilder {
+            topic,
+            name: None,
+            filter: None,
+            capacity: None,
+            overflow: None,
+            dispatch: None,
+            error_hook: None,
+        }
+    }
+
+    /// A name for stats and error reports (default `subscriber-{id}`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Only events for which `filter` is true reach this subscriber. The filter runs on
+    /// the publishing thread, so keep it cheap; an event it rejects is not counted for
+    /// this subscriber at all. A filter that panics counts as a failed delivery.
+    pub fn filter(mut self, filter: impl Fn(&E) -> bool + Send + Sync + 'static) -> Self {
+        self.filter = Some(Box::new(filter));
+        self
+    }
+
+    /// A bounded mailbox of `capacity` events (0 is refused by `subscribe`).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(Some(capacity));
+        self
+    }
+
+    /// An unbounded mailbox: never full, so the overflow policy never applies, and
+    /// memory grows with the backlog. Watch `queued` and `high_water` in the stats.
+    pub fn unbounded(mut self) -> Self {
+        self.capacity = Some(None);
+        self
+    }
+
+    /// What a full mailbox does.
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = Some(overflow);
+        self
+    }
+
+    /// Where the handler runs (ignored by [`receiver`](Self::receiver)).
+    pub fn dispatch(mut self, dispatch: Dispatch) -> Self {
+        self.dispatch = Some(dispatch);
+        self
+    }
+
+    /// Called after every failed invocation (an `Err` or a panic), on the thread that
+    /// ran the handler. Without a hook, failures are counted and the last one is kept in
+    /// the stats; the bus never prints anything itself. A panicking hook is contained.
+    pub fn on_error(mut self, hook: impl Fn(&HandlerError) + Send + Sync + 'static) -> Self {
+        self.error_hook = Some(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// Registers `handler` and returns the guard that keeps it registered.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::ZeroCapacity`] for `capacity(0)`, [`SubscribeError::Closed`]
+    /// once the bus is shut down, [`SubscribeError::Spawn`] if a
+    /// [`Dispatch::Thread`] thread could not start.
+    pub fn subscribe<F, R>(self, mut handler: F) -> Result<Subscription, SubscribeError>
+    where
+        F: FnMut(&Envelope<E>) -> R + Send + 'static,
+        R: HandlerResult,
+    {
+        let dispatch = self.dispatch.unwrap_or(self.topic.bus.config.dispatch);
+        let handler: Handler<E> = Box::new(move |env| handler(env).into_result());
+        let registration = self.register(Consumer::Handler(dispatch), Some(handler))?;
+        Ok(Subscription::new(registration))
+    }
+
+    /// Creates a pull [`Receiver`] with these options.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::ZeroCapacity`] for `capacity(0)`, [`SubscribeError::Closed`]
+    /// once the bus is shut down.
+    pub fn receiver(self) -> Result<Receiver<E>, SubscribeError> {
+        let registration = self.register(Consumer::Receiver, None)?;
+        Ok(Receiver::new(registration))
+    }
+
+    fn register(self, consumer: Consumer, handler: Option<Handler<E>>) -> Result<Arc<Registration<E>>, SubscribeError> {
+        let bus = &self.topic.bus;
+        let capacity = self.capacity.unwrap_or(Some(bus.config.capacity));
+        if capacity == Some(0) {
+            return Err(SubscribeError::ZeroCapacity);
+        }
+        if bus.runtime.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        let executor = match consumer {
+            Consumer::Handler(Dispatch::Pool) => Some(bus.pool()?),
+            Consumer::Handler(Dispatch::Thread) => {
+                let name = self.name.as_deref().unwrap_or("subscriber");
+                Some(bus.own_thread(name)?)
+            }
+            Consumer::Handler(_) | Consumer::Receiver => None,
+        };
+        let sub = Arc::new(Subscriber::new(Parts {
+            name: self.name,
+            topic: self.topic.core.name.clone(),
+            overflow: self.overflow.unwrap_or(bus.config.overflow),
+            capacity,
+            consumer,
+            executor,
+            filter: self.filter,
+            handler,
+            error_hook: self.error_hook.or_else(|| bus.config.error_hook.clone()),
+            runtime: bus.runtime.clone(),
+        }));
+        let registration = Arc::new(Registration {
+            sub: sub.clone(),
+            topic: self.topic.core.clone(),
+            bus: Arc::downgrade(bus),
+        });
+        bus.remember(registration.clone());
+        self.topic.core.add(sub);
+        // A shutdown that started meanwhile may have missed this subscriber.
+        if bus.runtime.is_closed() {
+            registration.unsubscribe();
+            return Err(SubscribeError::Closed);
+        }
+        Ok(registration)
+    }
+}
+
+impl<E> fmt::Debug for SubscriberBuilder<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriberBuilder")
+            .field("topic", &self.topic.core.name)
+            .field("name", &self.name)
+            .field("filter", &self.filter.is_some())
+            .field("capacity", &self.capacity)
+            .field("overflow", &self.overflow)
+            .field("dispatch", &self.dispatch)
+            .finish()
+    }
+}

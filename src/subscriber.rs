@@ -1,0 +1,323 @@
+//! `Subscriber<E>`: one subscriber's mailbox, handler and counters, and how a runner
+//! drains it.
+//!
+//! # Unsubscribe is final (promise 6)
+//!
+//! The handler lives inside `handler`, a mutex that doubles as the run lock: a runner
+//! holds it while it handles a batch and checks `active` before every event. To
+//! unsubscribe:
+//! 1. clear `active`;
+//! 2. remove the subscriber from its topic's snapshot;
+//! 3. pass the topic's commit lock once: a publish that read the old snapshot commits
+//!    either before (its event is queued, step 5 counts it) or after (it sees `active`
+//!    clear under the lock and skips the subscriber);
+//! 4. lock `handler` (waits for a running batch, unless the caller is that handler)
+//!    and take the closure out, so it never runs again and its captures are freed;
+//! 5. discard what is queued, counted as [`DropReason::Unsubscribed`].
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use crate::context::{self, Delivery};
+use crate::dispatch::{self, Executor, Runnable, Runtime, Step};
+use crate::envelope::Envelope;
+use crate::error::{BoxError, Failure, HandlerError};
+use crate::mailbox::Mailbox;
+use crate::policy::{Dispatch, DropReason, Overflow};
+use crate::schedule::ScheduleState;
+use crate::stats::{Consumer, Counters, SubscriberId, SubscriberStats};
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
+
+pub(crate) type Handler<E> = Box<dyn FnMut(&Envelope<E>) -> Result<(), BoxError> + Send>;
+pub(crate) type Filter<E> = Box<dyn Fn(&E) -> bool + Send + Sync>;
+pub(crate) type ErrorHook = std::sync::Arc<dyn Fn(&HandlerError) + Send + Sync>;
+
+/// What a filter said about an event.
+pub(crate) enum Admission {
+    Yes,
+    No,
+    /// The filter panicked: the event is accounted as accepted and failed.
+    FilterPanicked(String),
+}
+
+pub(crate) struct Subscriber<E> {
+    pub(crate) id: SubscriberId,
+    pub(crate) name: std::sync::Arc<str>,
+    pub(crate) topic: std::sync::Arc<str>,
+    pub(crate) overflow: Overflow,
+    pub(crate) consumer: Consumer,
+    /// The pool or the subscriber's own thread; `None` for inline and pull.
+    pub(crate) executor: Option<Executor>,
+    filter: Option<Filter<E>>,
+    pub(crate) mailbox: Mailbox<Envelope<E>>,
+    schedule: ScheduleState,
+    /// The run lock (see the module docs). `None` for receivers and once retired.
+    handler: Mutex<Option<Handler<E>>>,
+    /// Cleared once, by unsubscribe or shutdown.
+    active: AtomicBool,
+    pub(crate) counters: Counters,
+    error_hook: Option<ErrorHook>,
+    pub(crate) runtime: Arc<Runtime>,
+}
+
+pub(crate) struct Parts<E> {
+    pub(crate) name: Option<String>,
+    pub(crate) topic: std::sync::Arc<str>,
+    pub(crate) overflow: Overflow,
+    pub(crate) capacity: Option<usize>,
+    pub(crate) consumer: Consumer,
+    pub(crate) executor: Option<Executor>,
+    pub(crate) filter: Option<Filter<E>>,
+    pub(crate) handler: Option<Handler<E>>,
+    pub(crate) error_hook: Option<ErrorHook>,
+    pub(crate) runtime: Arc<Runtime>,
+}
+
+impl<E: Send + Sync + 'static> Subscriber<E> {
+    pub(crate) fn new(parts: Parts<E>) -> Self {
+        let id = SubscriberId::next();
+        let name = parts.name.unwrap_or_else(|| format!("subscriber-{}", id.0));
+        Subscriber {
+            id,
+            name: name.into(),
+            topic: parts.topic,
+            overflow: parts.overflow,
+            consumer: parts.consumer,
+            executor: parts.executor,
+            filter: parts.filter,
+            mailbox: Mailbox::new(parts.capacity),
+            schedule: ScheduleState::new(),
+            handler: Mutex::new(parts.handler),
+            active: AtomicBool::new(true),
+            counters: Counters::default(),
+            error_hook: parts.error_hook,
+            runtime: parts.runtime,
+        }
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Clears `active`; `true` for the one caller that did.
+    pub(crate) fn deactivate(&self) -> bool {
+        self.active.swap(false, Ordering::SeqCst)
+    }
+
+    pub(crate) fn is_push(&self) -> bool {
+        matches!(self.consumer, Consumer::Handler(_))
+    }
+
+    pub(crate) fn is_inline(&self) -> bool {
+        self.consumer == Consumer::Handler(Dispatch::Inline)
+    }
+
+    /// Runs the filter, containing a panic.
+    pub(crate) fn admits(&self, event: &E) -> Admission {
+        let Some(filter) = &self.filter else {
+            return Admission::Yes;
+        };
+        match catch_unwind(AssertUnwindSafe(|| filter(event))) {
+            Ok(true) => Admission::Yes,
+            Ok(false) => Admission::No,
+            Err(panic) => Admission::FilterPanicked(format!("filter panicked: {}", panic_message(&*panic))),
+        }
+    }
+
+    /// Counts an accepted event that a panicking filter could not place.
+    pub(crate) fn filter_failed(&self, message: String, env: &Envelope<E>) {
+        Counters::add(&self.counters.accepted, 1);
+        self.fail(env, Failure::Panic(message));
+    }
+
+    /// Pushes into a reserved slot (or, for `DropOldest`, evicting). The caller holds
+    /// the topic's commit lock and has added the push to `in_flight`.
+    pub(crate) fn enqueue(&self, env: Envelope<E>, evicting: bool) {
+        Counters::add(&self.counters.accepted, 1);
+        if !evicting {
+            self.mailbox.push_reserved(env);
+            return;
+        }
+        if let Some(evicted) = self.mailbox.push_evicting(env) {
+            self.counters.drop_n(DropReason::Oldest, 1);
+            if self.is_push() {
+                self.runtime.in_flight.finish(1);
+            } else {
+                Counters::add(&self.counters.unreported_lag, 1);
+            }
+            drop(evicted);
+        }
+    }
+
+    /// Counts an accepted event its overflow policy dropped.
+    pub(crate) fn dropped_on_arrival(&self, reason: DropReason) {
+        Counters::add(&self.counters.accepted, 1);
+        self.counters.drop_n(reason, 1);
+    }
+
+    /// After a push: makes sure a runner will look at the mailbox.
+    pub(crate) fn wake(self: &Arc<Self>) {
+        let Consumer::Handler(dispatch) = self.consumer else {
+            return;
+        };
+        if !self.schedule.notify() {
+            return;
+        }
+        match (dispatch, &self.executor) {
+            (Dispatch::Inline, _) | (_, None) => dispatch::schedule_inline(self.clone()),
+            (_, Some(executor)) => executor.submit(self.clone()),
+        }
+    }
+
+    /// Pops and drops everything queued, counted under `reason`; returns how many.
+    pub(crate) fn discard(&self, reason: DropReason) -> usize {
+        let n = self.mailbox.clear();
+        self.counters.drop_n(reason, n as u64);
+        if self.is_push() {
+            self.runtime.in_flight.finish(n);
+        }
+        n
+    }
+
+    /// Step 4 of unsubscribe: waits for a running batch (unless called from inside it,
+    /// or `grace` passes) and takes the handler out. Returns `false` if a running
+    /// handler did not finish within `grace`.
+    pub(crate) fn retire_handler(&self, grace: Option<Duration>) -> bool {
+        let inside = context::current().is_some_and(|d| d.subscriber == self.id);
+        if inside {
+            // The runner sees `active` clear after this handler returns and retires.
+            return true;
+        }
+        let taken = match grace {
+            None => Some(self.handler.lock().take()),
+            Some(grace) => self.handler.try_lock_for(grace).map(|mut h| h.take()),
+        };
+        // The closure drops here, outside the lock: its captures may call into the bus.
+        taken.is_some()
+    }
+
+    /// Handles one event: context, panic containment, counters, error hook.
+    fn invoke(&self, handler: &mut Handler<E>, env: Envelope<E>) {
+        let _scope = context::enter(Delivery {
+            event: env.id(),
+            correlation: env.correlation_id(),
+            subscriber: self.id,
+        });
+        match catch_unwind(AssertUnwindSafe(|| handler(&env))) {
+            Ok(Ok(())) => Counters::add(&self.counters.delivered, 1),
+            Ok(Err(error)) => self.fail(&env, Failure::Error(error)),
+            Err(panic) => self.fail(&env, Failure::Panic(panic_message(&*panic))),
+        }
+        // `env` (maybe the last reference to the event) drops inside the scope, so an
+        // event's `Drop` that calls into the bus counts as handler code.
+        drop(env);
+    }
+
+    fn fail(&self, env: &Envelope<E>, failure: Failure) {
+        Counters::add(&self.counters.failed, 1);
+        *self.counters.last_error.lock() = Some(failure.to_string());
+        if let Some(hook) = &self.error_hook {
+            let error = HandlerError {
+                subscriber: self.name.clone(),
+                topic: self.topic.clone(),
+                event_id: env.id(),
+                attempt: env.attempt(),
+                failure,
+            };
+            // A panicking hook must not take the worker down; there is nobody left to
+            // tell, so the panic is contained and dropped.
+            let _ = catch_unwind(AssertUnwindSafe(|| hook(&error)));
+        }
+    }
+
+    /// Handles up to `*budget` events under the run lock. Returns `true` if the mailbox
+    /// was seen empty (or retired), `false` if the budget ran out first.
+    fn run_batch(&self, budget: &mut usize) -> bool {
+        let mut slot = self.handler.lock();
+        let mut handled = 0;
+        let retire = loop {
+            let stop = if self.runtime.is_aborted() {
+                Some(DropReason::Shutdown)
+            } else if !self.is_active() {
+                Some(DropReason::Unsubscribed)
+            } else {
+                None
+            };
+            let handler = match (stop, slot.as_mut()) {
+                (None, Some(handler)) => handler,
+                (reason, _) => break Some(reason.unwrap_or(DropReason::Unsubscribed)),
+            };
+            if *budget == 0 {
+                break None;
+            }
+            let Some(env) = self.mailbox.pop() else {
+                break None;
+            };
+            *budget -= 1;
+            handled += 1;
+            self.invoke(handler, env);
+        };
+        let retired = retire.map(|_| slot.take());
+        drop(slot);
+        self.runtime.in_flight.finish(handled);
+        match retire {
+            Some(reason) => {
+                drop(retired);
+                self.discard(reason);
+                true
+            }
+            None => *budget > 0,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> SubscriberStats {
+        let c = &self.counters;
+        SubscriberStats {
+            id: self.id,
+            name: self.name.to_string(),
+            topic: self.topic.to_string(),
+            consumer: self.consumer,
+            overflow: self.overflow,
+            capacity: self.mailbox.capacity(),
+            accepted: c.accepted.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            dropped: c.dropped(),
+            refused: c.refused.load(Ordering::Relaxed),
+            queued: self.mailbox.len() as u64,
+            high_water: self.mailbox.high_water() as u64,
+            last_error: c.last_error.lock().clone(),
+        }
+    }
+}
+
+impl<E: Send + Sync + 'static> Runnable for Subscriber<E> {
+    fn run(&self, budget: usize) -> Step {
+        let mut budget = budget;
+        loop {
+            self.schedule.begin_run();
+            let empty = self.run_batch(&mut budget);
+            if !empty {
+                return Step::Yield;
+            }
+            if self.schedule.try_release() {
+                return Step::Idle;
+            }
+            if budget == 0 {
+                return Step::Yield;
+            }
+        }
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,168 @@
+//! `Subscription`: the RAII guard of a push subscriber, and the type-erased control
+//! every subscriber gives its bus.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::bus::BusShared;
+use crate::policy::{Dispatch, DropReason};
+use crate::stats::{Consumer, SubscriberId, SubscriberStats};
+use crate::subscriber::Subscriber;
+use crate::sync::{Arc, Weak};
+use crate::topic::TopicCore;
+
+/// What the bus and the guards need from a subscriber, whatever its event type.
+pub(crate) trait Control: Send + Sync {
+    fn id(&self) -> SubscriberId;
+    fn stats(&self) -> SubscriberStats;
+    /// Unsubscribes (idempotent) and returns the final counters.
+    fn unsubscribe(&self) -> SubscriberStats;
+    fn is_push(&self) -> bool;
+    /// Wakes publishers blocked on this mailbox so they see the bus closing.
+    fn wake_publishers(&self);
+    fn discard(&self, reason: DropReason) -> usize;
+    /// Shutdown: no handler runs again. `false` if a running one outlasted `grace`.
+    fn retire(&self, grace: Duration) -> bool;
+    /// Shutdown: a receiver learns no more events come; an own thread is told to stop.
+    fn close_input(&self);
+}
+
+/// A subscriber together with the topic and bus it is registered in.
+pub(crate) struct Registration<E> {
+    pub(crate) sub: Arc<Subscriber<E>>,
+    pub(crate) topic: Arc<TopicCore<E>>,
+    pub(crate) bus: Weak<BusShared>,
+}
+
+impl<E: Send + Sync + 'static> Control for Registration<E> {
+    fn id(&self) -> SubscriberId {
+        self.sub.id
+    }
+
+    fn stats(&self) -> SubscriberStats {
+        self.sub.stats()
+    }
+
+    fn unsubscribe(&self) -> SubscriberStats {
+        // The numbered steps are those of `subscriber`'s module docs.
+        if self.sub.deactivate() {
+            self.topic.remove(&self.sub); // 2
+            self.topic.commit_barrier(); // 3
+            self.sub.retire_handler(None); // 4
+            self.sub.discard(DropReason::Unsubscribed); // 5
+            self.close_input();
+            if let Some(bus) = self.bus.upgrade() {
+                bus.forget(self.sub.id);
+            }
+        }
+        self.sub.stats()
+    }
+
+    fn is_push(&self) -> bool {
+        self.sub.is_push()
+    }
+
+    fn wake_publishers(&self) {
+        self.sub.mailbox.slots().wake_all();
+    }
+
+    fn discard(&self, reason: DropReason) -> usize {
+        self.sub.discard(reason)
+    }
+
+    fn retire(&self, grace: Duration) -> bool {
+        self.sub.deactivate();
+        self.sub.retire_handler(Some(grace))
+    }
+
+    fn close_input(&self) {
+        match self.sub.consumer {
+            Consumer::Receiver => self.sub.mailbox.close(),
+            Consumer::Handler(Dispatch::Thread) => {
+                if let Some(executor) = &self.sub.executor {
+                    executor.stop();
+                }
+            }
+            Consumer::Handler(_) => {}
+        }
+    }
+}
+
+/// Keeps a push subscriber registered; dropping it unsubscribes.
+///
+/// Once [`unsubscribe`](Self::unsubscribe) or the drop returns, the handler is never
+/// invoked again: the call waits for an invocation that is running on another thread.
+/// Called from inside the handler itself, it does not wait (that would deadlock): the
+/// current invocation finishes and no other one starts. Events still queued for the
+/// subscriber are dropped and counted as [`DropReason::Unsubscribed`].
+///
+/// [`detach`](Self::detach) keeps the handler for as long as the bus runs.
+///
+/// # Example
+///
+/// ```
+/// use crier::{Bus, Envelope};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::builder().inline().build()?;
+/// let sub = bus.subscribe(|env: &Envelope<u32>| println!("got {}", **env))?;
+/// bus.publish(1_u32)?;
+/// let stats = sub.unsubscribe();
+/// assert_eq!(stats.delivered, 1);
+/// bus.publish(2_u32)?; // nobody listens any more
+/// assert_eq!(bus.stats().topic(std::any::type_name::<u32>()).unwrap().unrouted, 1);
+/// # Ok(()) }
+/// ```
+#[must_use = "dropping a Subscription unsubscribes at once; use `detach` to keep the handler"]
+pub struct Subscription {
+    control: Arc<dyn Control>,
+    /// Cleared by `unsubscribe` and `detach`, so the drop does nothing more.
+    attached: bool,
+}
+
+impl Subscription {
+    pub(crate) fn new(control: Arc<dyn Control>) -> Self {
+        Subscription {
+            control,
+            attached: true,
+        }
+    }
+
+    /// The subscriber's id.
+    pub fn id(&self) -> SubscriberId {
+        self.control.id()
+    }
+
+    /// A snapshot of the subscriber's counters.
+    pub fn stats(&self) -> SubscriberStats {
+        self.control.stats()
+    }
+
+    /// Unsubscribes and returns the final counters (see the type's docs).
+    pub fn unsubscribe(mut self) -> SubscriberStats {
+        self.attached = false;
+        self.control.unsubscribe()
+    }
+
+    /// Lets the guard go without unsubscribing: the handler stays until shutdown.
+    pub fn detach(mut self) {
+        self.attached = false;
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.attached {
+            self.control.unsubscribe();
+        }
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.control.id())
+            .field("attached", &self.attached)
+            .finish()
+    }
+}

@@ -1,0 +1,503 @@
+//! `Topic<E>`: a typed stream of events, and the publish protocol.
+//!
+//! # Publish protocol
+//!
+//! 1. **Match.** Read the subscriber snapshot (an `Arc` slice that subscribe and
+//!    unsubscribe replace; copy-on-write, so publishers never wait for each other here)
+//!    and run each subscriber's filter.
+//! 2. **Reserve.** Take a mailbox slot from every matched subscriber whose policy is
+//!    all-or-nothing. A full mailbox decides by its policy: `DropNewest` and an expired
+//!    `BlockTimeout` drop for that subscriber only; `Reject` (and `Block` when the call
+//!    may not wait) cancels every reservation and hands the event back; `Block` and
+//!    `BlockTimeout` cancel every reservation, sleep until that mailbox has space, and
+//!    start step 2 again. Nothing is held while sleeping, so two blocked publishers can
+//!    never wait on each other.
+//! 3. **Commit**, under the topic's commit lock: refuse if closed (see `refuses`); take the
+//!    next `seq` (so numbers are gap-free: only an accepted event takes one); build the
+//!    envelope (one `Arc` for every subscriber); add the push deliveries to `in_flight`
+//!    before pushing (a consumer can never take it below the truth); skip subscribers
+//!    that unsubscribed meanwhile; push. Pushes never block, so the lock is held briefly.
+//!    One lock per topic also means every subscriber sees a topic's events in `seq` order.
+//! 4. **Wake** the subscribers that got an event, then run this thread's inline queue.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::bus::BusShared;
+use crate::context;
+use crate::dispatch::{self, Runtime};
+use crate::envelope::{Envelope, EventId, Metadata, Shared};
+use crate::error::{PublishError, SubscribeError};
+use crate::message::{Draft, Message};
+use crate::policy::{DropReason, Overflow};
+use crate::receiver::Receiver;
+use crate::stats::{Counters, TopicStats};
+use crate::subscribe::{HandlerResult, SubscriberBuilder};
+use crate::subscriber::{Admission, Subscriber};
+use crate::subscription::Subscription;
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
+use crate::Clock;
+
+/// What a successful publish tells the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// The event's id.
+    pub id: EventId,
+    /// The event's offset in its topic.
+    pub seq: u64,
+    /// How many subscribers accepted it (0: it was unrouted).
+    pub subscribers: usize,
+}
+
+/// How long a publish may wait for mailbox space.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    Never,
+    Until(Option<Instant>),
+}
+
+impl Wait {
+    pub(crate) fn timeout(timeout: Duration) -> Wait {
+        Wait::Until(Instant::now().checked_add(timeout))
+    }
+}
+
+enum Plan {
+    /// Matched; no slot yet.
+    Pending,
+    Reserved,
+    /// `DropOldest`: push, then evict if over capacity.
+    Evict,
+    Drop(DropReason),
+    FilterPanicked(String),
+    /// Unsubscribed while this publish waited.
+    Skip,
+}
+
+struct Target<'a, E> {
+    sub: &'a Arc<Subscriber<E>>,
+    plan: Plan,
+    /// For `BlockTimeout`: when this publish stops waiting for this subscriber.
+    give_up_at: Option<Instant>,
+}
+
+enum Reservation {
+    Ready,
+    Wait(usize),
+    Full(usize),
+}
+
+pub(crate) struct TopicCore<E> {
+    pub(crate) name: std::sync::Arc<str>,
+    /// High half of every `EventId` of this topic.
+    id_prefix: u64,
+    /// Replaced, never mutated in place: publishers clone the `Arc` and let go.
+    subscribers: RwLock<Arc<[Arc<Subscriber<E>>]>>,
+    /// The next `seq`. Held for step 3 of the protocol, by `close`, and by unsubscribe
+    /// as a barrier.
+    commit: Mutex<u64>,
+    /// Set once, under `commit`.
+    closed: AtomicBool,
+    unrouted: AtomicU64,
+    refused: AtomicU64,
+    clock: std::sync::Arc<dyn Clock>,
+    runtime: Arc<Runtime>,
+}
+
+impl<E: Send + Sync + 'static> TopicCore<E> {
+    pub(crate) fn new(
+        name: std::sync::Arc<str>,
+        id_prefix: u64,
+        clock: std::sync::Arc<dyn Clock>,
+        runtime: Arc<Runtime>,
+    ) -> Self {
+        TopicCore {
+            name,
+            id_prefix,
+            subscribers: RwLock::new(Arc::from(Vec::new())),
+            commit: Mutex::new(0),
+            closed: AtomicBool::new(false),
+            unrouted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            clock,
+            runtime,
+        }
+    }
+
+    pub(crate) fn add(&self, sub: Arc<Subscriber<E>>) {
+        let mut list = self.subscribers.write();
+        let mut next = list.to_vec();
+        next.push(sub);
+        *list = Arc::from(next);
+    }
+
+    pub(crate) fn remove(&self, sub: &Subscriber<E>) {
+        let mut list = self.subscribers.write();
+        let next: Vec<_> = list.iter().filter(|s| s.id != sub.id).cloned().collect();
+        *list = Arc::from(next);
+    }
+
+    /// Once this returns, no publish is between steps 3 and 4 with an old view of
+    /// `active` flags or of `closed`.
+    pub(crate) fn commit_barrier(&self) {
+        drop(self.commit.lock());
+    }
+
+    pub(crate) fn close(&self) {
+        let _commit = self.commit.lock();
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// While the bus drains, handlers may still publish (their events belong to flows
+    /// that were accepted); everyone else is refused. Once the topic is closed, all are.
+    fn refuses(&self, in_handler: bool) -> bool {
+        self.is_closed() || (!in_handler && self.runtime.is_closed())
+    }
+
+    pub(crate) fn clear_subscribers(&self) {
+        *self.subscribers.write() = Arc::from(Vec::new());
+    }
+
+    pub(crate) fn stats(&self) -> TopicStats {
+        let published = *self.commit.lock();
+        TopicStats {
+            name: self.name.to_string(),
+            event_type: std::any::type_name::<E>(),
+            published,
+            unrouted: self.unrouted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            subscribers: self.subscribers.read().len(),
+        }
+    }
+
+    fn refuse(&self, error: PublishError<E>) -> Result<Receipt, PublishError<E>> {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        Err(error)
+    }
+
+    pub(crate) fn publish(&self, draft: Draft<E>, wait: Wait) -> Result<Receipt, PublishError<E>> {
+        let in_handler = context::in_handler();
+        if self.refuses(in_handler) {
+            return self.refuse(PublishError::Closed(draft.event));
+        }
+        // A handler never waits for space: it may hold the worker that would make it.
+        let wait = if in_handler { Wait::Never } else { wait };
+
+        // Step 1: match.
+        let snapshot = self.subscribers.read().clone();
+        let mut targets: Vec<Target<'_, E>> = Vec::with_capacity(snapshot.len());
+        for sub in snapshot.iter() {
+            let plan = match sub.admits(&draft.event) {
+                Admission::Yes => Plan::Pending,
+                Admission::No => continue,
+                Admission::FilterPanicked(message) => Plan::FilterPanicked(message),
+            };
+            targets.push(Target {
+                sub,
+                plan,
+                give_up_at: None,
+            });
+        }
+
+        // Step 2: reserve.
+        loop {
+            match reserve(&mut targets, wait) {
+                Reservation::Ready => break,
+                Reservation::Full(i) => {
+                    Counters::add(&targets[i].sub.counters.refused, 1);
+                    return self.refuse(PublishError::Full(draft.event));
+                }
+                Reservation::Wait(i) => {
+                    let target = &mut targets[i];
+                    // `reserve` asks to wait only when `wait` is `Until`.
+                    let deadline = match wait {
+                        Wait::Until(deadline) => deadline,
+                        Wait::Never => None,
+                    };
+                    let until = match (deadline, target.give_up_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    let sub = target.sub;
+                    // Only publishers outside handlers wait, and those are refused
+                    // from the moment shutdown starts.
+                    sub.mailbox
+                        .slots()
+                        .wait_for_space(until, || self.refuses(false) || !sub.is_active());
+                    if self.refuses(false) {
+                        return self.refuse(PublishError::Closed(draft.event));
+                    }
+                    if !sub.is_active() {
+                        target.plan = Plan::Skip;
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        Counters::add(&sub.counters.refused, 1);
+                        return self.refuse(PublishError::Timeout(draft.event));
+                    }
+                }
+            }
+        }
+
+        // Step 3: commit.
+        let mut next_seq = self.commit.lock();
+        if self.refuses(in_handler) {
+            drop(next_seq);
+            cancel_all(&mut targets);
+            return self.refuse(PublishError::Closed(draft.event));
+        }
+        let seq = *next_seq;
+        *next_seq += 1;
+        let env = self.seal(draft, seq);
+        let mut pushes = 0;
+        for target in &mut targets {
+            if !target.sub.is_active() {
+                if let Plan::Reserved = target.plan {
+                    target.sub.mailbox.slots().release(1);
+                }
+                target.plan = Plan::Skip;
+            } else if matches!(target.plan, Plan::Reserved | Plan::Evict) && target.sub.is_push() {
+                pushes += 1;
+            }
+        }
+        self.runtime.in_flight.add(pushes);
+        let mut accepted = 0;
+        for target in &mut targets {
+            match std::mem::replace(&mut target.plan, Plan::Skip) {
+                Plan::Reserved => target.sub.enqueue(env.clone(), false),
+                Plan::Evict => target.sub.enqueue(env.clone(), true),
+                Plan::Drop(reason) => {
+                    target.sub.dropped_on_arrival(reason);
+                    accepted += 1;
+                    continue;
+                }
+                Plan::FilterPanicked(message) => {
+                    target.sub.filter_failed(message, &env);
+                    accepted += 1;
+                    continue;
+                }
+                Plan::Skip | Plan::Pending => continue,
+            }
+            accepted += 1;
+            // Marks the subscribers to wake after the lock is released.
+            target.plan = Plan::Reserved;
+        }
+        drop(next_seq);
+        if accepted == 0 {
+            self.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+
+        // Step 4: wake.
+        let mut inline = false;
+        for target in targets.iter().filter(|t| matches!(t.plan, Plan::Reserved)) {
+            target.sub.wake();
+            inline |= target.sub.is_inline();
+        }
+        if inline {
+            dispatch::drain_inline();
+        }
+        Ok(Receipt {
+            id: env.id(),
+            seq,
+            subscribers: accepted,
+        })
+    }
+
+    /// Builds the envelope: ids, time, and causation from the handler running here.
+    fn seal(&self, draft: Draft<E>, seq: u64) -> Envelope<E> {
+        let id = EventId::new(self.id_prefix, seq);
+        let parent = context::current();
+        let correlation_id = draft.correlation_id.or(parent.map(|p| p.correlation)).unwrap_or(id);
+        Envelope::new(std::sync::Arc::new(Shared {
+            event: draft.event,
+            meta: Metadata {
+                id,
+                topic: self.name.clone(),
+                seq,
+                published_at: self.clock.now(),
+                key: draft.key,
+                headers: draft.headers,
+                correlation_id,
+                causation_id: parent.map(|p| p.event),
+            },
+        }))
+    }
+}
+
+/// Step 2 of the protocol, once over every target.
+fn reserve<E: Send + Sync + 'static>(targets: &mut [Target<'_, E>], wait: Wait) -> Reservation {
+    for i in 0..targets.len() {
+        let target = &mut targets[i];
+        if !matches!(target.plan, Plan::Pending) {
+            continue;
+        }
+        if let Overflow::DropOldest = target.sub.overflow {
+            target.plan = Plan::Evict;
+            continue;
+        }
+        if target.sub.mailbox.slots().try_reserve() {
+            target.plan = Plan::Reserved;
+            continue;
+        }
+        let may_wait = matches!(wait, Wait::Until(_));
+        let verdict = match target.sub.overflow {
+            Overflow::DropNewest => Some(Plan::Drop(DropReason::Newest)),
+            Overflow::BlockTimeout(limit) if may_wait => {
+                let now = Instant::now();
+                let give_up_at = *target.give_up_at.get_or_insert_with(|| now + limit);
+                (now >= give_up_at).then_some(Plan::Drop(DropReason::BlockTimeout))
+            }
+            Overflow::BlockTimeout(_) => Some(Plan::Drop(DropReason::BlockTimeout)),
+            _ => None,
+        };
+        if let Some(plan) = verdict {
+            target.plan = plan;
+            continue;
+        }
+        cancel_all(targets);
+        return match (targets[i].sub.overflow, may_wait) {
+            (Overflow::Block | Overflow::BlockTimeout(_), true) => Reservation::Wait(i),
+            _ => Reservation::Full(i),
+        };
+    }
+    Reservation::Ready
+}
+
+/// Gives back every reserved slot and forgets the decisions that depended on fullness.
+fn cancel_all<E: Send + Sync + 'static>(targets: &mut [Target<'_, E>]) {
+    for target in targets {
+        match target.plan {
+            Plan::Reserved => {
+                target.sub.mailbox.slots().release(1);
+                target.plan = Plan::Pending;
+            }
+            Plan::Evict | Plan::Drop(DropReason::Newest) => target.plan = Plan::Pending,
+            _ => {}
+        }
+    }
+}
+
+/// A typed handle to one topic: publishing through it skips the registry lookup.
+///
+/// Get one with [`Bus::topic`](crate::Bus::topic) (the event type's default topic) or
+/// [`Bus::topic_named`](crate::Bus::topic_named). Cloning is cheap. A `Topic` does not
+/// keep the bus running: once the last [`Bus`](crate::Bus) handle is dropped, its
+/// publishes return [`PublishError::Closed`].
+///
+/// # Example
+///
+/// ```
+/// use crier::{Bus, Envelope};
+///
+/// struct Order { id: u32 }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::new();
+/// let eu = bus.topic_named::<Order>("orders.eu")?;
+/// let rx = eu.receiver()?;
+/// eu.publish(Order { id: 1 })?;
+/// bus.publish(Order { id: 2 })?; // the default topic: `rx` does not see it
+/// let got = rx.recv()?;
+/// assert_eq!((got.id, got.topic()), (1, "orders.eu"));
+/// assert!(rx.try_recv().is_err());
+/// # Ok(()) }
+/// ```
+pub struct Topic<E> {
+    pub(crate) core: Arc<TopicCore<E>>,
+    pub(crate) bus: Arc<BusShared>,
+}
+
+impl<E: Send + Sync + 'static> Topic<E> {
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// Publishes an event; waits for space where a subscriber's policy is `Block`.
+    ///
+    /// Returns once the event is queued for every matching subscriber or accounted for
+    /// by its overflow policy.
+    ///
+    /// # Errors
+    ///
+    /// Hands the event back with [`PublishError::Full`] if a `Reject` subscriber is
+    /// full (or a `Block` one and this is called from a handler), and with
+    /// [`PublishError::Closed`] once the bus is shutting down.
+    pub fn publish(&self, event: E) -> Result<Receipt, PublishError<E>> {
+        self.core.publish(Draft::new(event), Wait::Until(None))
+    }
+
+    /// Publishes without ever waiting: a full `Block` mailbox is `Err(Full(event))`.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish), plus [`PublishError::Full`] for a full `Block`
+    /// mailbox.
+    pub fn try_publish(&self, event: E) -> Result<Receipt, PublishError<E>> {
+        self.core.publish(Draft::new(event), Wait::Never)
+    }
+
+    /// Publishes, waiting at most `timeout` for mailbox space.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish), plus [`PublishError::Timeout`] when the time ran
+    /// out; the event was then accepted by no subscriber.
+    pub fn publish_timeout(&self, event: E, timeout: Duration) -> Result<Receipt, PublishError<E>> {
+        self.core.publish(Draft::new(event), Wait::timeout(timeout))
+    }
+
+    /// Starts a publish with metadata: key, headers, correlation id.
+    pub fn message(&self, event: E) -> Message<E> {
+        Message::new(self.clone(), event)
+    }
+
+    /// Subscribes a handler with the bus's default options.
+    ///
+    /// # Errors
+    ///
+    /// See [`SubscriberBuilder::subscribe`].
+    pub fn subscribe<F, R>(&self, handler: F) -> Result<Subscription, SubscribeError>
+    where
+        F: FnMut(&Envelope<E>) -> R + Send + 'static,
+        R: HandlerResult,
+    {
+        self.subscriber().subscribe(handler)
+    }
+
+    /// Starts a subscriber with options (name, filter, mailbox, policy, dispatch).
+    pub fn subscriber(&self) -> SubscriberBuilder<E> {
+        SubscriberBuilder::new(self.clone())
+    }
+
+    /// A pull receiver with the bus's default options.
+    ///
+    /// # Errors
+    ///
+    /// See [`SubscriberBuilder::receiver`].
+    pub fn receiver(&self) -> Result<Receiver<E>, SubscribeError> {
+        self.subscriber().receiver()
+    }
+}
+
+impl<E> Clone for Topic<E> {
+    fn clone(&self) -> Self {
+        Topic {
+            core: self.core.clone(),
+            bus: self.bus.clone(),
+        }
+    }
+}
+
+impl<E> fmt::Debug for Topic<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.core.name)
+            .field("event_type", &std::any::type_name::<E>())
+            .finish()
+    }
+}
