@@ -34,7 +34,10 @@
 //!   correlation and causation ids, attempt).
 //! - **Topics.** Each event type has a default topic ([`Bus::topic`]); named topics
 //!   ([`Bus::topic_named`], `"orders.eu"`) carry separate streams of one type. A
-//!   [`Topic<E>`] handle publishes without a registry lookup.
+//!   [`Topic<E>`] handle publishes without a registry lookup. The type picks the
+//!   topic, so mind inference: `bus.publish(1)` publishes an `i32`, which a `u32`
+//!   subscriber never sees (the event is counted as unrouted on the `i32` topic).
+//!   A typed `Topic<E>` handle rules that mistake out.
 //! - **Subscribers** are push handlers ([`Bus::subscribe`], or [`Bus::subscriber`] for
 //!   options) run on the worker pool, on a thread of their own, or inline on the
 //!   publishing thread ([`Dispatch`]); **receivers** ([`Bus::receiver`]) are pulled by

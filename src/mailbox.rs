@@ -31,6 +31,8 @@ pub(crate) struct Mailbox<T> {
     high_water: AtomicUsize,
     /// Set once, when no more items will be pushed (pull receivers at shutdown).
     closed: AtomicBool,
+    /// The `Wake` marker is in the channel (it is not an item for `len`).
+    wake_queued: AtomicBool,
 }
 
 impl<T> Mailbox<T> {
@@ -42,6 +44,7 @@ impl<T> Mailbox<T> {
             slots: Slots::new(capacity.unwrap_or(usize::MAX)),
             high_water: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            wake_queued: AtomicBool::new(false),
         }
     }
 
@@ -53,9 +56,11 @@ impl<T> Mailbox<T> {
         &self.slots
     }
 
-    /// Items queued (and slots reserved by publishes in progress).
+    /// Items queued. Unlike `slots().used()`, slots reserved by publishes in progress
+    /// are not counted, so the stats of a quiet subscriber balance exactly.
     pub(crate) fn len(&self) -> usize {
-        self.slots.used()
+        let wake = usize::from(self.wake_queued.load(Ordering::Acquire));
+        self.rx.len().saturating_sub(wake)
     }
 
     pub(crate) fn high_water(&self) -> usize {
@@ -101,7 +106,7 @@ impl<T> Mailbox<T> {
                     self.slots.release(1);
                     return Some(item);
                 }
-                Ok(Item::Wake) => continue,
+                Ok(Item::Wake) => self.wake_queued.store(false, Ordering::Release),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
             }
         }
@@ -123,7 +128,7 @@ impl<T> Mailbox<T> {
                     return Pop::Item(item);
                 }
                 // `closed` is set now; the loop re-checks it.
-                Ok(Item::Wake) => continue,
+                Ok(Item::Wake) => self.wake_queued.store(false, Ordering::Release),
                 Err(RecvTimeoutError::Timeout) => return Pop::Timeout,
                 Err(RecvTimeoutError::Disconnected) => return Pop::Closed,
             }
@@ -137,6 +142,7 @@ impl<T> Mailbox<T> {
     /// No more items will be pushed: wakes a blocked `pop_blocking`.
     pub(crate) fn close(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
+            self.wake_queued.store(true, Ordering::Release);
             let _ = self.tx.send(Item::Wake);
         }
     }

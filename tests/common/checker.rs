@@ -1,0 +1,249 @@
+//! A Jepsen-style checker for the bus (RELIABILITY-PLAN.md, section 3).
+//!
+//! Publishers log every call with a ticket from one logical clock taken before and
+//! after it; subscribers log every delivery; subscription windows are logged in the
+//! same clock. The checker then classifies every anomaly: lost, unexpected (including
+//! a delivery of a refused publish), duplicated, non-monotonic per publisher, late
+//! (after unsubscribe returned), and accounting that does not balance. Every count
+//! must come out at zero.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crier::SubscriberStats;
+use parking_lot::Mutex;
+
+/// What a test event carries so the checker can identify it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventKey {
+    pub publisher: u32,
+    pub n: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Refused,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Publish {
+    key: EventKey,
+    start: u64,
+    end: u64,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Window {
+    /// Ticket taken after subscribe returned.
+    opened: u64,
+    /// Ticket taken before unsubscribe was called (`None`: never).
+    closing: Option<u64>,
+    /// Ticket taken after unsubscribe returned.
+    closed: Option<u64>,
+    /// The subscriber cannot lose events (policy `Block` and not aborted).
+    lossless: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Delivery {
+    key: EventKey,
+    ticket: u64,
+}
+
+/// The shared log of one test run.
+#[derive(Default)]
+pub struct History {
+    clock: AtomicU64,
+    publishes: Mutex<Vec<Publish>>,
+    windows: Mutex<BTreeMap<String, Window>>,
+    deliveries: Mutex<HashMap<String, Vec<Delivery>>>,
+    finals: Mutex<BTreeMap<String, SubscriberStats>>,
+}
+
+impl History {
+    pub fn new() -> Self {
+        History::default()
+    }
+
+    pub fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Publishes through `publish` and logs the call.
+    pub fn publish<R>(&self, key: EventKey, publish: impl FnOnce() -> Result<R, ()>) {
+        let start = self.tick();
+        let outcome = if publish().is_ok() {
+            Outcome::Accepted
+        } else {
+            Outcome::Refused
+        };
+        let end = self.tick();
+        self.publishes.lock().push(Publish {
+            key,
+            start,
+            end,
+            outcome,
+        });
+    }
+
+    pub fn opened(&self, subscriber: &str, lossless: bool) {
+        let opened = self.tick();
+        self.windows.lock().insert(
+            subscriber.to_owned(),
+            Window {
+                opened,
+                lossless,
+                ..Window::default()
+            },
+        );
+    }
+
+    /// Call just before unsubscribing.
+    pub fn closing(&self, subscriber: &str) {
+        let t = self.tick();
+        if let Some(w) = self.windows.lock().get_mut(subscriber) {
+            w.closing = Some(t);
+        }
+    }
+
+    /// Call just after unsubscribe returned, with its final counters.
+    pub fn closed(&self, subscriber: &str, stats: SubscriberStats) {
+        let t = self.tick();
+        if let Some(w) = self.windows.lock().get_mut(subscriber) {
+            w.closed = Some(t);
+        }
+        self.finals.lock().insert(subscriber.to_owned(), stats);
+    }
+
+    /// Records the final counters of a subscriber that stays subscribed.
+    pub fn final_stats(&self, subscriber: &str, stats: SubscriberStats) {
+        self.finals.lock().insert(subscriber.to_owned(), stats);
+    }
+
+    /// Call from the handler.
+    pub fn delivered(&self, subscriber: &str, key: EventKey) {
+        let ticket = self.tick();
+        self.deliveries
+            .lock()
+            .entry(subscriber.to_owned())
+            .or_default()
+            .push(Delivery { key, ticket });
+    }
+
+    pub fn check(&self) -> Report {
+        let publishes = self.publishes.lock().clone();
+        let windows = self.windows.lock().clone();
+        let deliveries = self.deliveries.lock().clone();
+        let finals = self.finals.lock().clone();
+        check(&publishes, &windows, &deliveries, &finals)
+    }
+}
+
+/// Every anomaly found, by kind. `is_clean` when all are empty.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub lost: Vec<(String, EventKey)>,
+    pub unexpected: Vec<(String, EventKey)>,
+    pub duplicated: Vec<(String, EventKey)>,
+    pub nonmonotonic: Vec<(String, EventKey)>,
+    pub late: Vec<(String, EventKey)>,
+    pub unbalanced: Vec<String>,
+    pub deliveries: usize,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.lost.is_empty()
+            && self.unexpected.is_empty()
+            && self.duplicated.is_empty()
+            && self.nonmonotonic.is_empty()
+            && self.late.is_empty()
+            && self.unbalanced.is_empty()
+    }
+
+    #[track_caller]
+    pub fn assert_clean(&self) {
+        assert!(self.is_clean(), "the checker found anomalies:\n{self}");
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let first = |v: &[(String, EventKey)]| v.iter().take(5).map(|(s, k)| format!("{s}:{k:?}")).collect::<Vec<_>>();
+        writeln!(f, "lost {} {:?}", self.lost.len(), first(&self.lost))?;
+        writeln!(f, "unexpected {} {:?}", self.unexpected.len(), first(&self.unexpected))?;
+        writeln!(f, "duplicated {} {:?}", self.duplicated.len(), first(&self.duplicated))?;
+        writeln!(
+            f,
+            "nonmonotonic {} {:?}",
+            self.nonmonotonic.len(),
+            first(&self.nonmonotonic)
+        )?;
+        writeln!(f, "late {} {:?}", self.late.len(), first(&self.late))?;
+        writeln!(f, "unbalanced {:?}", self.unbalanced)?;
+        write!(f, "({} deliveries checked)", self.deliveries)
+    }
+}
+
+fn check(
+    publishes: &[Publish],
+    windows: &BTreeMap<String, Window>,
+    deliveries: &HashMap<String, Vec<Delivery>>,
+    finals: &BTreeMap<String, SubscriberStats>,
+) -> Report {
+    let mut report = Report::default();
+    let outcome: HashMap<EventKey, Outcome> = publishes.iter().map(|p| (p.key, p.outcome)).collect();
+    let empty = Vec::new();
+    for (name, window) in windows {
+        let got = deliveries.get(name).unwrap_or(&empty);
+        report.deliveries += got.len();
+        let mut seen = HashSet::new();
+        let mut last: HashMap<u32, u64> = HashMap::new();
+        for d in got {
+            if outcome.get(&d.key) != Some(&Outcome::Accepted) {
+                report.unexpected.push((name.clone(), d.key));
+            }
+            if !seen.insert(d.key) {
+                report.duplicated.push((name.clone(), d.key));
+            }
+            if let Some(&prev) = last.get(&d.key.publisher) {
+                if d.key.n <= prev {
+                    report.nonmonotonic.push((name.clone(), d.key));
+                }
+            }
+            last.insert(d.key.publisher, d.key.n);
+            if window.closed.is_some_and(|closed| d.ticket > closed) {
+                report.late.push((name.clone(), d.key));
+            }
+        }
+        if window.lossless {
+            for p in publishes.iter().filter(|p| p.outcome == Outcome::Accepted) {
+                let inside = p.start > window.opened && window.closing.map_or(true, |c| p.end < c);
+                if inside && !seen.contains(&p.key) {
+                    report.lost.push((name.clone(), p.key));
+                }
+            }
+        }
+        match finals.get(name) {
+            Some(stats) => {
+                let handled = stats.delivered + stats.failed;
+                if !stats.is_balanced() || handled != got.len() as u64 {
+                    report.unbalanced.push(format!(
+                        "{name}: accepted {} delivered {} failed {} dropped {} queued {}, {} deliveries logged",
+                        stats.accepted,
+                        stats.delivered,
+                        stats.failed,
+                        stats.dropped.total(),
+                        stats.queued,
+                        got.len()
+                    ));
+                }
+            }
+            None => report.unbalanced.push(format!("{name}: no final counters recorded")),
+        }
+    }
+    report
+}
