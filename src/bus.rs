@@ -11,7 +11,7 @@ use crate::dispatch::{Executor, Runtime, Threads};
 use crate::envelope::Envelope;
 use crate::error::{BuildError, HandlerError, PublishError, ShutdownError, SubscribeError, TopicError, WaitIdleError};
 use crate::message::{Draft, Message};
-use crate::policy::{Dispatch, DropReason, Overflow};
+use crate::policy::{Dispatch, Overflow};
 use crate::receiver::Receiver;
 use crate::registry::Registry;
 use crate::shutdown::ShutdownReport;
@@ -139,16 +139,12 @@ impl BusShared {
             topic.close();
         }
 
-        // 4. Out of time (or aborting): discard the backlog; runners discard too.
-        let mut pending = 0;
+        // 4. Out of time (or aborting): runners discard what they have not started.
         if !drained {
             self.runtime.aborted.store(true, Ordering::SeqCst);
-            for sub in subscribers.iter().filter(|s| s.is_push()) {
-                pending += sub.discard(DropReason::Shutdown) as u64;
-            }
         }
 
-        // 5. Retire every handler: none starts after this returns.
+        // 5. Retire every handler, discarding what is left: none starts after this.
         let grace_until = Instant::now() + THREAD_EXIT_GRACE;
         let handlers_running = subscribers
             .iter()
@@ -174,9 +170,9 @@ impl BusShared {
         let stats = self.stats();
         let report = ShutdownReport {
             in_receivers: ShutdownReport::receivers_backlog(&stats),
+            pending: ShutdownReport::abandoned(&stats),
             stats,
             drained,
-            pending,
             handlers_running,
             threads_running,
         };
@@ -426,7 +422,7 @@ impl Bus {
     ///    including those of events that handlers publish meanwhile.
     /// 3. From here every publish is refused, handlers' too.
     /// 4. If time ran out, drops what is still queued (counted as
-    ///    [`DropReason::Shutdown`] and reported as `pending`).
+    ///    [`DropReason::Shutdown`](crate::DropReason::Shutdown) and reported as `pending`).
     /// 5. Stops and joins the bus's threads, and frees every handler.
     ///
     /// Receivers keep what is queued in them; `recv` returns it, then `Closed`. Calling
@@ -459,8 +455,9 @@ impl Bus {
     }
 
     /// Stops the bus at once: like [`shutdown`](Self::shutdown) without step 2. Every
-    /// queued push delivery is dropped and counted ([`DropReason::Shutdown`]); handlers
-    /// running now finish their current event and start no other.
+    /// queued push delivery is dropped and counted
+    /// ([`DropReason::Shutdown`](crate::DropReason::Shutdown)); handlers running now
+    /// finish their current event and start no other.
     ///
     /// # Errors
     ///

@@ -15,8 +15,9 @@ pub struct ShutdownReport {
     pub stats: BusStats,
     /// `true` if every accepted push delivery was handled before the deadline.
     pub drained: bool,
-    /// Push deliveries still queued at the deadline (or at `abort`), now dropped and
-    /// counted under [`DropReason::Shutdown`](crate::DropReason::Shutdown).
+    /// Push deliveries not handled because time ran out (or at `abort`): dropped and
+    /// counted under [`DropReason::Shutdown`](crate::DropReason::Shutdown), or, behind a
+    /// handler that is still running, dropped the moment it returns.
     pub pending: u64,
     /// Events left in receivers, which their owners can still `recv`.
     pub in_receivers: u64,
@@ -46,6 +47,11 @@ impl ShutdownReport {
             total.add(&s.dropped);
         }
         total
+    }
+
+    pub(crate) fn abandoned(stats: &BusStats) -> u64 {
+        let push = stats.subscribers.iter().filter(|s| s.consumer != Consumer::Receiver);
+        push.map(|s| s.dropped.shutdown + s.queued).sum()
     }
 
     pub(crate) fn receivers_backlog(stats: &BusStats) -> u64 {

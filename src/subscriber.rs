@@ -13,7 +13,9 @@
 //!    clear under the lock and skips the subscriber);
 //! 4. lock `handler` (waits for a running batch, unless the caller is that handler)
 //!    and take the closure out, so it never runs again and its captures are freed;
-//! 5. discard what is queued, counted as [`DropReason::Unsubscribed`].
+//! 5. still under that lock, discard what is queued, counted as
+//!    [`DropReason::Unsubscribed`]; a runner that sees `active` clear does the same
+//!    under the same lock, so the counters are settled when unsubscribe returns.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -170,8 +172,9 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         }
     }
 
-    /// Pops and drops everything queued, counted under `reason`; returns how many.
-    pub(crate) fn discard(&self, reason: DropReason) -> usize {
+    /// Pops and drops everything queued, counted under `reason`; returns how many. Call
+    /// with the run lock held, or from the runner's own thread (see `retire`).
+    fn discard(&self, reason: DropReason) -> usize {
         let n = self.mailbox.clear();
         self.counters.drop_n(reason, n as u64);
         if self.is_push() {
@@ -180,21 +183,33 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         n
     }
 
-    /// Step 4 of unsubscribe: waits for a running batch (unless called from inside it,
-    /// or `grace` passes) and takes the handler out. Returns `false` if a running
-    /// handler did not finish within `grace`.
-    pub(crate) fn retire_handler(&self, grace: Option<Duration>) -> bool {
-        let inside = context::current().is_some_and(|d| d.subscriber == self.id);
-        if inside {
-            // The runner sees `active` clear after this handler returns and retires.
+    /// Steps 4 and 5 of unsubscribe, and shutdown's end: under the run lock, takes the
+    /// handler out and discards the queue, counted under `reason`. Doing both under the
+    /// lock makes this and a runner that retires on its own take turns, so the counters
+    /// are settled when either returns.
+    ///
+    /// Waits for a running batch up to `wait` (`None`: as long as it takes) and returns
+    /// `false` if the batch outlasted it; that runner retires when it sees the flags.
+    /// From inside the subscriber's own handler it does not wait: it discards, and the
+    /// runner drops the handler once the current invocation returns.
+    pub(crate) fn retire(&self, reason: DropReason, wait: Option<Duration>) -> bool {
+        if context::current().is_some_and(|d| d.subscriber == self.id) {
+            self.discard(reason);
             return true;
         }
-        let taken = match grace {
-            None => Some(self.handler.lock().take()),
-            Some(grace) => self.handler.try_lock_for(grace).map(|mut h| h.take()),
+        let guard = match wait {
+            None => Some(self.handler.lock()),
+            Some(wait) => self.handler.try_lock_for(wait),
         };
-        // The closure drops here, outside the lock: its captures may call into the bus.
-        taken.is_some()
+        let Some(mut guard) = guard else {
+            return false;
+        };
+        let handler = guard.take();
+        self.discard(reason);
+        drop(guard);
+        // The closure drops outside the lock: its captures may call into the bus.
+        drop(handler);
+        true
     }
 
     /// Handles one event: context, panic containment, counters, error hook.
@@ -258,13 +273,16 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
             handled += 1;
             self.invoke(handler, env);
         };
-        let retired = retire.map(|_| slot.take());
+        // Retiring discards under the lock (see `retire`).
+        let retired = retire.map(|reason| {
+            self.discard(reason);
+            slot.take()
+        });
         drop(slot);
         self.runtime.in_flight.finish(handled);
-        match retire {
-            Some(reason) => {
-                drop(retired);
-                self.discard(reason);
+        match retired {
+            Some(handler) => {
+                drop(handler);
                 true
             }
             None => *budget > 0,

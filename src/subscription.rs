@@ -17,11 +17,11 @@ pub(crate) trait Control: Send + Sync {
     fn stats(&self) -> SubscriberStats;
     /// Unsubscribes (idempotent) and returns the final counters.
     fn unsubscribe(&self) -> SubscriberStats;
-    fn is_push(&self) -> bool;
     /// Wakes publishers blocked on this mailbox so they see the bus closing.
     fn wake_publishers(&self);
-    fn discard(&self, reason: DropReason) -> usize;
-    /// Shutdown: no handler runs again. `false` if a running one outlasted `grace`.
+    /// Shutdown: no handler runs again; a push subscriber's backlog is dropped as
+    /// [`DropReason::Shutdown`] (a receiver keeps its backlog for its owner). `false` if
+    /// a running handler outlasted `grace`.
     fn retire(&self, grace: Duration) -> bool;
     /// Shutdown: a receiver learns no more events come; an own thread is told to stop.
     fn close_input(&self);
@@ -48,8 +48,9 @@ impl<E: Send + Sync + 'static> Control for Registration<E> {
         if self.sub.deactivate() {
             self.topic.remove(&self.sub); // 2
             self.topic.commit_barrier(); // 3
-            self.sub.retire_handler(None); // 4
-            self.sub.discard(DropReason::Unsubscribed); // 5
+            self.sub.retire(DropReason::Unsubscribed, None); // 4 and 5
+                                                             // Publishers blocked on this mailbox stop waiting for it.
+            self.sub.mailbox.slots().wake_all();
             self.close_input();
             if let Some(bus) = self.bus.upgrade() {
                 bus.forget(self.sub.id);
@@ -58,21 +59,13 @@ impl<E: Send + Sync + 'static> Control for Registration<E> {
         self.sub.stats()
     }
 
-    fn is_push(&self) -> bool {
-        self.sub.is_push()
-    }
-
     fn wake_publishers(&self) {
         self.sub.mailbox.slots().wake_all();
     }
 
-    fn discard(&self, reason: DropReason) -> usize {
-        self.sub.discard(reason)
-    }
-
     fn retire(&self, grace: Duration) -> bool {
         self.sub.deactivate();
-        self.sub.retire_handler(Some(grace))
+        !self.sub.is_push() || self.sub.retire(DropReason::Shutdown, Some(grace))
     }
 
     fn close_input(&self) {

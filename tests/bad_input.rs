@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{with_deadline, FIVE_SECONDS};
+use common::{on_threads, with_deadline, FIVE_SECONDS};
 use crier::{BuildError, Bus, Envelope, SubscribeError, Subscription, TopicError};
 use proptest::prelude::*;
 
@@ -151,19 +151,12 @@ fn a_handler_that_subscribes_and_unsubscribes_in_every_call_does_not_deadlock() 
                 c.fetch_add(1, Ordering::SeqCst);
             })
             .unwrap();
-        let publishers: Vec<_> = (0..2)
-            .map(|_| {
-                let bus = bus.clone();
-                std::thread::spawn(move || {
-                    for n in 0..500_u32 {
-                        bus.publish(n).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for p in publishers {
-            p.join().unwrap();
-        }
+        let b = bus.clone();
+        on_threads(2, move |_| {
+            for n in 0..500_u32 {
+                b.publish(n).unwrap();
+            }
+        });
         bus.wait_idle(Duration::from_secs(30)).unwrap();
         let stats = sub.stats();
         assert!(stats.is_balanced());

@@ -93,3 +93,35 @@ fn events_at_window_edges_are_not_counted_lost() {
     h.final_stats("s", stats_for(0, 0));
     h.check().assert_clean();
 }
+
+#[test]
+fn queued_events_dropped_at_unsubscribe_are_not_lost_but_gaps_are() {
+    // Events 1 and 2 were still queued at unsubscribe: dropped and counted, allowed.
+    let h = history(&[key(0, 0), key(0, 1), key(0, 2)], &[key(0, 0)]);
+    h.closing("s");
+    h.closed("s", stats_with_unsubscribed_drops(3, 1, 2));
+    h.check().assert_clean();
+
+    // Event 1 is missing but 2 was delivered after it: a skip, not a tail drop.
+    let h = history(&[key(0, 0), key(0, 1), key(0, 2)], &[key(0, 0), key(0, 2)]);
+    h.closing("s");
+    h.closed("s", stats_with_unsubscribed_drops(3, 2, 1));
+    assert_eq!(h.check().lost, vec![("s".to_owned(), key(0, 1))]);
+
+    // More missing than were dropped: lost.
+    let h = history(&[key(0, 0), key(0, 1), key(0, 2)], &[key(0, 0)]);
+    h.closing("s");
+    h.closed("s", stats_with_unsubscribed_drops(2, 1, 1));
+    assert_eq!(h.check().lost.len(), 2);
+}
+
+/// Counters of a subscriber that accepted `accepted`, delivered `delivered` and had
+/// the rest dropped at unsubscribe. (`SubscriberStats` cannot be built by hand: take a
+/// real receiver's and move its backlog to the unsubscribed count.)
+fn stats_with_unsubscribed_drops(accepted: u64, delivered: u64, dropped: u64) -> SubscriberStats {
+    let mut stats = stats_for(accepted, delivered);
+    assert_eq!(stats.queued, dropped);
+    stats.dropped.unsubscribed = stats.queued;
+    stats.queued = 0;
+    stats
+}

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::checker::{EventKey, History};
-use common::{with_deadline, FIVE_SECONDS};
+use common::{on_threads, with_deadline, FIVE_SECONDS};
 use crier::{Bus, Dispatch, Envelope};
 
 #[test]
@@ -34,20 +34,13 @@ fn each_subscriber_sees_each_publishers_events_in_order() {
             history.opened(&name, true);
             subs.push((name, sub));
         }
-        let publishers: Vec<_> = (0..4)
-            .map(|p| {
-                let (bus, history) = (bus.clone(), history.clone());
-                std::thread::spawn(move || {
-                    for n in 0..2_000 {
-                        let key = EventKey { publisher: p, n };
-                        history.publish(key, || bus.publish(key).map_err(drop));
-                    }
-                })
-            })
-            .collect();
-        for p in publishers {
-            p.join().unwrap();
-        }
+        let (b, h) = (bus.clone(), history.clone());
+        on_threads(4, move |p| {
+            for n in 0..2_000 {
+                let key = EventKey { publisher: p as u32, n };
+                h.publish(key, || b.publish(key).map_err(drop));
+            }
+        });
         bus.wait_idle(FIVE_SECONDS).unwrap();
         for (name, sub) in &subs {
             history.final_stats(name, sub.stats());
@@ -71,19 +64,12 @@ fn every_subscriber_sees_a_topic_in_seq_order() {
                     .unwrap()
             })
             .collect();
-        let publishers: Vec<_> = (0..3)
-            .map(|_| {
-                let bus = bus.clone();
-                std::thread::spawn(move || {
-                    for n in 0..1_000_u32 {
-                        bus.publish(n).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for p in publishers {
-            p.join().unwrap();
-        }
+        let b = bus.clone();
+        on_threads(3, move |_| {
+            for n in 0..1_000_u32 {
+                b.publish(n).unwrap();
+            }
+        });
         bus.wait_idle(FIVE_SECONDS).unwrap();
         let expected: Vec<u64> = (0..3_000).collect();
         for log in &logs {
@@ -115,19 +101,12 @@ fn the_pool_never_runs_one_subscriber_on_two_workers() {
             .unwrap();
         // Other subscribers keep the other workers busy and stealing.
         let _others: Vec<_> = (0..4).map(|_| bus.subscribe(|_: &Envelope<u32>| {}).unwrap()).collect();
-        let publishers: Vec<_> = (0..2)
-            .map(|_| {
-                let bus = bus.clone();
-                std::thread::spawn(move || {
-                    for n in 0..20_000_u32 {
-                        bus.publish(n).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for p in publishers {
-            p.join().unwrap();
-        }
+        let b = bus.clone();
+        on_threads(2, move |_| {
+            for n in 0..20_000_u32 {
+                b.publish(n).unwrap();
+            }
+        });
         bus.wait_idle(FIVE_SECONDS).unwrap();
         assert_eq!(overlaps.load(Ordering::SeqCst), 0);
         assert_eq!(sub.stats().delivered, 40_000);

@@ -220,11 +220,26 @@ fn check(
             }
         }
         if window.lossless {
-            for p in publishes.iter().filter(|p| p.outcome == Outcome::Accepted) {
-                let inside = p.start > window.opened && window.closing.map_or(true, |c| p.end < c);
-                if inside && !seen.contains(&p.key) {
-                    report.lost.push((name.clone(), p.key));
-                }
+            // Events still queued when the subscriber left are dropped and counted
+            // (promise 6), so a lossless subscriber may miss up to that many, and only
+            // the newest of each publisher: a queue drops its tail, never a middle.
+            let teardown = finals
+                .get(name)
+                .map_or(0, |s| s.dropped.unsubscribed + s.dropped.shutdown);
+            let missing: Vec<EventKey> = publishes
+                .iter()
+                .filter(|p| p.outcome == Outcome::Accepted)
+                .filter(|p| p.start > window.opened && window.closing.map_or(true, |c| p.end < c))
+                .map(|p| p.key)
+                .filter(|key| !seen.contains(key))
+                .collect();
+            let skipped = |key: &EventKey| last.get(&key.publisher).is_some_and(|&n| n > key.n);
+            if missing.len() as u64 > teardown {
+                report.lost.extend(missing.iter().map(|&key| (name.clone(), key)));
+            } else {
+                report
+                    .lost
+                    .extend(missing.iter().filter(|k| skipped(k)).map(|&key| (name.clone(), key)));
             }
         }
         match finals.get(name) {

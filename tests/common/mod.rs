@@ -56,6 +56,20 @@ pub fn with_deadline<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> 
     }
 }
 
+/// Runs `body(i)` on `n` threads at once and waits for all of them.
+pub fn on_threads(n: usize, body: impl Fn(usize) + Send + Sync + 'static) {
+    let body = Arc::new(body);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let body = body.clone();
+            std::thread::spawn(move || body(i))
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("a thread of on_threads panicked");
+    }
+}
+
 /// The stress scale from `STRESS_SCALE` (default 1).
 pub fn stress_scale() -> u64 {
     std::env::var("STRESS_SCALE")
