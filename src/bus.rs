@@ -5,34 +5,24 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use crate::clock::{Clock, SystemClock};
+use crate::builder::{BusBuilder, Config};
+use crate::clock::Clock;
 use crate::context;
 use crate::dispatch::{Executor, Runtime, Threads};
 use crate::envelope::Envelope;
-use crate::error::{BuildError, HandlerError, PublishError, ShutdownError, SubscribeError, TopicError, WaitIdleError};
+use crate::error::{PublishError, ShutdownError, SubscribeError, TopicError, WaitIdleError};
 use crate::message::{Draft, Message};
-use crate::policy::{Dispatch, Overflow};
 use crate::receiver::Receiver;
 use crate::registry::Registry;
 use crate::shutdown::ShutdownReport;
 use crate::stats::{BusStats, SubscriberId};
 use crate::subscribe::{HandlerResult, SubscriberBuilder};
-use crate::subscriber::ErrorHook;
 use crate::subscription::{Control, Subscription};
 use crate::sync::{Arc, Mutex, Ordering};
 use crate::topic::{Receipt, Topic, TopicCore, Wait};
 
 /// How long shutdown waits for threads to exit once it stopped waiting for handlers.
 const THREAD_EXIT_GRACE: Duration = Duration::from_millis(100);
-
-pub(crate) struct Config {
-    pub(crate) workers: usize,
-    pub(crate) capacity: usize,
-    pub(crate) overflow: Overflow,
-    pub(crate) dispatch: Dispatch,
-    pub(crate) drop_timeout: Duration,
-    pub(crate) error_hook: Option<ErrorHook>,
-}
 
 /// Everything one bus owns. Subscribers hold only `runtime`, so there is no cycle.
 pub(crate) struct BusShared {
@@ -266,6 +256,24 @@ impl Bus {
         BusBuilder::default().assemble()
     }
 
+    pub(crate) fn from_parts(config: Config, clock: std::sync::Arc<dyn Clock>) -> Bus {
+        let shared = BusShared {
+            config,
+            runtime: Arc::new(Runtime::new()),
+            clock,
+            registry: Registry::new(),
+            subscribers: DashMap::new(),
+            pool: Mutex::new(None),
+            threads: Threads::new(),
+            lifecycle: Mutex::new(None),
+        };
+        Bus {
+            handle: std::sync::Arc::new(Handle {
+                shared: Arc::new(shared),
+            }),
+        }
+    }
+
     /// Options for a new bus.
     pub fn builder() -> BusBuilder {
         BusBuilder::default()
@@ -493,162 +501,6 @@ impl fmt::Debug for Bus {
             .field("workers", &shared.config.workers)
             .field("closed", &shared.runtime.is_closed())
             .field("in_flight", &shared.runtime.in_flight.get())
-            .finish()
-    }
-}
-
-/// Options for a [`Bus`]. Every subscriber option here is a default that
-/// [`SubscriberBuilder`] can override per subscriber.
-///
-/// | option | default |
-/// |---|---|
-/// | [`workers`](Self::workers) | the number of CPUs, started with the first pool subscriber |
-/// | [`capacity`](Self::capacity) | 1024 events per mailbox |
-/// | [`overflow`](Self::overflow) | [`Overflow::Block`] |
-/// | [`dispatch`](Self::dispatch) | [`Dispatch::Pool`] |
-/// | [`clock`](Self::clock) | [`SystemClock`] |
-/// | [`drop_timeout`](Self::drop_timeout) | 5 s |
-///
-/// # Example
-///
-/// ```
-/// use std::time::Duration;
-/// use crier::{Bus, Overflow};
-///
-/// # fn main() -> Result<(), crier::BuildError> {
-/// let bus = Bus::builder()
-///     .workers(4)
-///     .capacity(256)
-///     .overflow(Overflow::DropOldest)
-///     .drop_timeout(Duration::from_secs(1))
-///     .build()?;
-/// # drop(bus); Ok(()) }
-/// ```
-#[must_use = "a bus exists only after `build`"]
-pub struct BusBuilder {
-    workers: usize,
-    capacity: usize,
-    overflow: Overflow,
-    dispatch: Dispatch,
-    clock: std::sync::Arc<dyn Clock>,
-    drop_timeout: Duration,
-    error_hook: Option<ErrorHook>,
-}
-
-impl Default for BusBuilder {
-    fn default() -> Self {
-        BusBuilder {
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            capacity: 1024,
-            overflow: Overflow::Block,
-            dispatch: Dispatch::Pool,
-            clock: std::sync::Arc::new(SystemClock),
-            drop_timeout: Duration::from_secs(5),
-            error_hook: None,
-        }
-    }
-}
-
-impl BusBuilder {
-    /// Threads in the shared worker pool (at least 1).
-    pub fn workers(mut self, workers: usize) -> Self {
-        self.workers = workers;
-        self
-    }
-
-    /// The default mailbox capacity (at least 1).
-    pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = capacity;
-        self
-    }
-
-    /// The default overflow policy.
-    pub fn overflow(mut self, overflow: Overflow) -> Self {
-        self.overflow = overflow;
-        self
-    }
-
-    /// The default dispatch mode.
-    pub fn dispatch(mut self, dispatch: Dispatch) -> Self {
-        self.dispatch = dispatch;
-        self
-    }
-
-    /// Shorthand for `dispatch(Dispatch::Inline)`: handlers run on the publishing
-    /// thread before `publish` returns, for deterministic tests.
-    pub fn inline(self) -> Self {
-        self.dispatch(Dispatch::Inline)
-    }
-
-    /// The clock envelopes are stamped with.
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = std::sync::Arc::new(clock);
-        self
-    }
-
-    /// How long dropping the last [`Bus`] handle waits for accepted events.
-    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
-        self.drop_timeout = timeout;
-        self
-    }
-
-    /// The error hook of subscribers that set none; see
-    /// [`SubscriberBuilder::on_error`].
-    pub fn on_error(mut self, hook: impl Fn(&HandlerError) + Send + Sync + 'static) -> Self {
-        self.error_hook = Some(std::sync::Arc::new(hook));
-        self
-    }
-
-    /// Builds the bus. No thread starts until a subscriber needs one.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::ZeroWorkers`] for `workers(0)`, [`BuildError::ZeroCapacity`] for
-    /// `capacity(0)`.
-    pub fn build(self) -> Result<Bus, BuildError> {
-        if self.workers == 0 {
-            return Err(BuildError::ZeroWorkers);
-        }
-        if self.capacity == 0 {
-            return Err(BuildError::ZeroCapacity);
-        }
-        Ok(self.assemble())
-    }
-
-    fn assemble(self) -> Bus {
-        let shared = BusShared {
-            config: Config {
-                workers: self.workers,
-                capacity: self.capacity,
-                overflow: self.overflow,
-                dispatch: self.dispatch,
-                drop_timeout: self.drop_timeout,
-                error_hook: self.error_hook,
-            },
-            runtime: Arc::new(Runtime::new()),
-            clock: self.clock,
-            registry: Registry::new(),
-            subscribers: DashMap::new(),
-            pool: Mutex::new(None),
-            threads: Threads::new(),
-            lifecycle: Mutex::new(None),
-        };
-        Bus {
-            handle: std::sync::Arc::new(Handle {
-                shared: Arc::new(shared),
-            }),
-        }
-    }
-}
-
-impl fmt::Debug for BusBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BusBuilder")
-            .field("workers", &self.workers)
-            .field("capacity", &self.capacity)
-            .field("overflow", &self.overflow)
-            .field("dispatch", &self.dispatch)
-            .field("drop_timeout", &self.drop_timeout)
             .finish()
     }
 }

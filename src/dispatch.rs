@@ -122,7 +122,11 @@ impl Threads {
         });
         match spawned {
             Ok(handle) => {
-                self.handles.lock().push(handle);
+                let mut handles = self.handles.lock();
+                // Threads of subscribers that left are done: dropping a finished
+                // thread's handle frees it, so churn does not grow this list.
+                handles.retain(|h| !h.is_finished());
+                handles.push(handle);
                 Ok(())
             }
             // The closure, and with it `alive`, was dropped: the count is already back.

@@ -178,6 +178,8 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 #[cfg(not(loom))]
+mod builder;
+#[cfg(not(loom))]
 mod bus;
 #[cfg(not(loom))]
 mod clock;
@@ -227,7 +229,8 @@ mod loom_tests;
 
 #[cfg(not(loom))]
 pub use crate::{
-    bus::{Bus, BusBuilder, WeakBus},
+    builder::BusBuilder,
+    bus::{Bus, WeakBus},
     clock::{Clock, SystemClock},
     envelope::{Envelope, EventId, Headers},
     error::{

@@ -24,7 +24,8 @@ use std::time::Duration;
 use crate::context::{self, Delivery};
 use crate::dispatch::{self, Executor, Runnable, Runtime, Step};
 use crate::envelope::Envelope;
-use crate::error::{BoxError, Failure, HandlerError};
+pub(crate) use crate::error::Failure;
+use crate::error::{BoxError, HandlerError};
 use crate::mailbox::Mailbox;
 use crate::policy::{Dispatch, DropReason, Overflow};
 use crate::schedule::ScheduleState;
@@ -40,7 +41,7 @@ pub(crate) enum Admission {
     Yes,
     No,
     /// The filter panicked: the event is accounted as accepted and failed.
-    FilterPanicked(String),
+    FilterPanicked(Failure),
 }
 
 pub(crate) struct Subscriber<E> {
@@ -123,14 +124,15 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         match catch_unwind(AssertUnwindSafe(|| filter(event))) {
             Ok(true) => Admission::Yes,
             Ok(false) => Admission::No,
-            Err(panic) => Admission::FilterPanicked(format!("filter panicked: {}", panic_message(&*panic))),
+            Err(panic) => Admission::FilterPanicked(Failure::Panic(format!("in filter: {}", panic_message(&*panic)))),
         }
     }
 
-    /// Counts an accepted event that a panicking filter could not place.
-    pub(crate) fn filter_failed(&self, message: String, env: &Envelope<E>) {
+    /// Counts an accepted event that a panicking filter could not place. Called under
+    /// the commit lock, so it only counts: the hook runs later, in `report_failure`.
+    pub(crate) fn count_filter_failure(&self, failure: &Failure) {
         Counters::add(&self.counters.accepted, 1);
-        self.fail(env, Failure::Panic(message));
+        self.record_failure(failure.to_string());
     }
 
     /// Pushes into a reserved slot (or, for `DropOldest`, evicting). The caller holds
@@ -230,8 +232,17 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
     }
 
     fn fail(&self, env: &Envelope<E>, failure: Failure) {
+        self.record_failure(failure.to_string());
+        self.report_failure(env, failure);
+    }
+
+    fn record_failure(&self, text: String) {
         Counters::add(&self.counters.failed, 1);
-        *self.counters.last_error.lock() = Some(failure.to_string());
+        *self.counters.last_error.lock() = Some(text);
+    }
+
+    /// Calls the error hook, if any. Never with a bus lock held: it is user code.
+    pub(crate) fn report_failure(&self, env: &Envelope<E>, failure: Failure) {
         if let Some(hook) = &self.error_hook {
             let error = HandlerError {
                 subscriber: self.name.clone(),

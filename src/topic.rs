@@ -19,6 +19,8 @@
 //!    that unsubscribed meanwhile; push. Pushes never block, so the lock is held briefly.
 //!    One lock per topic also means every subscriber sees a topic's events in `seq` order.
 //! 4. **Wake** the subscribers that got an event, then run this thread's inline queue.
+//!    (Error hooks of filters that panicked run here too: user code never runs under
+//!    the commit lock.)
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -33,7 +35,7 @@ use crate::policy::{DropReason, Overflow};
 use crate::receiver::Receiver;
 use crate::stats::{Counters, TopicStats};
 use crate::subscribe::{HandlerResult, SubscriberBuilder};
-use crate::subscriber::{Admission, Subscriber};
+use crate::subscriber::{Admission, Failure, Subscriber};
 use crate::subscription::Subscription;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 use crate::Clock;
@@ -70,7 +72,7 @@ enum Plan {
     /// `DropOldest`: push, then evict if over capacity.
     Evict,
     Drop(DropReason),
-    FilterPanicked(String),
+    FilterPanicked(Failure),
     /// Unsubscribed while this publish waited.
     Skip,
 }
@@ -195,7 +197,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             let plan = match sub.admits(&draft.event) {
                 Admission::Yes => Plan::Pending,
                 Admission::No => continue,
-                Admission::FilterPanicked(message) => Plan::FilterPanicked(message),
+                Admission::FilterPanicked(failure) => Plan::FilterPanicked(failure),
             };
             targets.push(Target {
                 sub,
@@ -275,9 +277,11 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                     accepted += 1;
                     continue;
                 }
-                Plan::FilterPanicked(message) => {
-                    target.sub.filter_failed(message, &env);
+                Plan::FilterPanicked(failure) => {
+                    target.sub.count_filter_failure(&failure);
                     accepted += 1;
+                    // Its hook runs after the lock is released.
+                    target.plan = Plan::FilterPanicked(failure);
                     continue;
                 }
                 Plan::Skip | Plan::Pending => continue,
@@ -291,11 +295,17 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             self.unrouted.fetch_add(1, Ordering::Relaxed);
         }
 
-        // Step 4: wake.
+        // Step 4: wake, and tell the error hooks of filters that panicked.
         let mut inline = false;
-        for target in targets.iter().filter(|t| matches!(t.plan, Plan::Reserved)) {
-            target.sub.wake();
-            inline |= target.sub.is_inline();
+        for target in targets {
+            match target.plan {
+                Plan::Reserved => {
+                    target.sub.wake();
+                    inline |= target.sub.is_inline();
+                }
+                Plan::FilterPanicked(failure) => target.sub.report_failure(&env, failure),
+                _ => {}
+            }
         }
         if inline {
             dispatch::drain_inline();

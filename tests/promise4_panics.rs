@@ -115,8 +115,30 @@ fn panicking_hooks_and_filters_are_contained() {
     let stats = filtered.stats();
     assert_eq!((stats.accepted, stats.failed, stats.queued), (5, 1, 4));
     assert!(stats.is_balanced());
-    assert_eq!(
-        stats.last_error.as_deref(),
-        Some("panicked: filter panicked: bad filter")
-    );
+    assert_eq!(stats.last_error.as_deref(), Some("panicked: in filter: bad filter"));
+}
+
+#[test]
+fn a_panicking_filters_hook_runs_with_no_bus_lock_held() {
+    // The hook publishes to the very topic whose publish found the panicking filter:
+    // had it run under the topic's commit lock, this would deadlock.
+    common::with_deadline(std::time::Duration::from_secs(30), || {
+        let bus = Bus::builder().inline().build().unwrap();
+        let weak = bus.downgrade();
+        let republished = Arc::new(Mutex::new(Vec::new()));
+        let log = republished.clone();
+        let sub = bus
+            .subscriber::<u8>()
+            .filter(|n| if *n == 3 { panic!("three") } else { true })
+            .on_error(move |_| {
+                let receipt = weak.upgrade().unwrap().publish(4_u8).unwrap();
+                log.lock().unwrap().push(receipt.seq);
+            })
+            .subscribe(|_: &Envelope<u8>| {})
+            .unwrap();
+        bus.publish(3_u8).unwrap();
+        assert_eq!(*republished.lock().unwrap(), vec![1]);
+        let stats = sub.stats();
+        assert_eq!((stats.accepted, stats.failed, stats.delivered), (2, 1, 1));
+    });
 }
