@@ -67,24 +67,12 @@ impl BusShared {
         move |name, prefix| TopicCore::new(name, prefix, self.clock.clone(), self.runtime.clone())
     }
 
-    /// Topics made after `shutdown` closed the others are closed at birth. (The flag
-    /// is set before the others are closed, so no topic escapes both.)
-    fn close_if_late<E: Send + Sync + 'static>(&self, topic: &TopicCore<E>) {
-        if self.runtime.is_sealed() && !topic.is_closed() {
-            topic.close();
-        }
-    }
-
     fn default_topic<E: Send + Sync + 'static>(&self) -> Arc<TopicCore<E>> {
-        let topic = self.registry.default_topic(self.make_topic());
-        self.close_if_late(&topic);
-        topic
+        self.registry.default_topic(self.make_topic())
     }
 
     fn named_topic<E: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<TopicCore<E>>, TopicError> {
-        let topic = self.registry.named_topic(name, self.make_topic())?;
-        self.close_if_late(&topic);
-        Ok(topic)
+        self.registry.named_topic(name, self.make_topic())
     }
 
     fn controls(&self) -> Vec<Arc<dyn Control>> {
@@ -209,7 +197,7 @@ impl Drop for Handle {
     fn drop(&mut self) {
         let shared = self.shared.clone();
         let deadline = Instant::now().checked_add(shared.config.drop_timeout);
-        if context::in_handler() || context::on_bus_thread() {
+        if context::on_bus() {
             let spawned = std::thread::Builder::new()
                 .name("crier-shutdown".into())
                 .spawn(move || drop(shared.shutdown(deadline, false)));
@@ -402,7 +390,7 @@ impl Bus {
     /// [`WaitIdleError::InsideHandler`] when called from a handler (which is itself in
     /// flight).
     pub fn wait_idle(&self, timeout: Duration) -> Result<(), WaitIdleError> {
-        if context::in_handler() || context::on_bus_thread() {
+        if context::on_bus() {
             return Err(WaitIdleError::InsideHandler);
         }
         let in_flight = &self.shared().runtime.in_flight;
@@ -475,7 +463,7 @@ impl Bus {
     }
 
     fn stop(&self, deadline: Option<Instant>, abort: bool) -> Result<ShutdownReport, ShutdownError> {
-        if context::in_handler() || context::on_bus_thread() {
+        if context::on_bus() {
             return Err(ShutdownError::InsideHandler);
         }
         Ok(self.shared().shutdown(deadline, abort))

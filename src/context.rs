@@ -28,9 +28,10 @@ pub(crate) fn in_handler() -> bool {
     current().is_some()
 }
 
-/// `true` on a worker or subscriber thread of any bus.
-pub(crate) fn on_bus_thread() -> bool {
-    BUS_THREAD.try_with(Cell::get).unwrap_or(false)
+/// `true` inside a handler or on a worker or subscriber thread of any bus: where a call
+/// that waits for the bus (idle, shutdown) could end up waiting for itself.
+pub(crate) fn on_bus() -> bool {
+    in_handler() || BUS_THREAD.try_with(Cell::get).unwrap_or(false)
 }
 
 pub(crate) fn mark_bus_thread() {

@@ -48,8 +48,8 @@ impl<E: Send + Sync + 'static> Control for Registration<E> {
         if self.sub.deactivate() {
             self.topic.remove(&self.sub); // 2
             self.topic.commit_barrier(); // 3
-            self.sub.retire(DropReason::Unsubscribed, None); // 4 and 5
-                                                             // Publishers blocked on this mailbox stop waiting for it.
+                                         // 4 and 5, then publishers blocked on this mailbox stop waiting for it.
+            self.sub.retire(DropReason::Unsubscribed, None);
             self.sub.mailbox.slots().wake_all();
             self.close_input();
             if let Some(bus) = self.bus.upgrade() {

@@ -2,7 +2,7 @@
 //!
 //! Every module takes its synchronisation primitives from here so that a build with
 //! `RUSTFLAGS="--cfg loom"` swaps them for loom's, which explores every interleaving of
-//! the lock-free protocols (`schedule`, `slots`, `signal`). The wrappers give std and
+//! the lock-free protocols (`schedule`, `count`, `slots`, `in_flight`). The wrappers give std and
 //! loom one API: `lock()` never fails (parking_lot does not poison; loom's poisoning
 //! only follows a panic, which a loom model reports anyway), and `Condvar::wait` takes
 //! the guard by value like loom's.

@@ -29,13 +29,13 @@ use crate::bus::BusShared;
 use crate::context;
 use crate::dispatch::{self, Runtime};
 use crate::envelope::{Envelope, EventId, Metadata, Shared};
-use crate::error::{PublishError, SubscribeError};
+use crate::error::{Failure, PublishError, SubscribeError};
 use crate::message::{Draft, Message};
 use crate::policy::{DropReason, Overflow};
 use crate::receiver::Receiver;
 use crate::stats::{Counters, TopicStats};
 use crate::subscribe::{HandlerResult, SubscriberBuilder};
-use crate::subscriber::{Admission, Failure, Subscriber};
+use crate::subscriber::{Admission, Subscriber};
 use crate::subscription::Subscription;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 use crate::Clock;
@@ -73,6 +73,8 @@ enum Plan {
     Evict,
     Drop(DropReason),
     FilterPanicked(Failure),
+    /// Pushed under the commit lock; to be woken once it is released.
+    Queued,
     /// Unsubscribed while this publish waited.
     Skip,
 }
@@ -119,7 +121,10 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             id_prefix,
             subscribers: RwLock::new(Arc::from(Vec::new())),
             commit: Mutex::new(0),
-            closed: AtomicBool::new(false),
+            // A topic made after shutdown sealed the others is closed at birth. This
+            // runs under the registry shard's write lock, and shutdown sets `sealed`
+            // before it takes those locks to close every topic: no topic escapes both.
+            closed: AtomicBool::new(runtime.is_sealed()),
             unrouted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             clock,
@@ -284,11 +289,10 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                     target.plan = Plan::FilterPanicked(failure);
                     continue;
                 }
-                Plan::Skip | Plan::Pending => continue,
+                Plan::Skip | Plan::Pending | Plan::Queued => continue,
             }
             accepted += 1;
-            // Marks the subscribers to wake after the lock is released.
-            target.plan = Plan::Reserved;
+            target.plan = Plan::Queued;
         }
         drop(next_seq);
         if accepted == 0 {
@@ -299,7 +303,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         let mut inline = false;
         for target in targets {
             match target.plan {
-                Plan::Reserved => {
+                Plan::Queued => {
                     target.sub.wake();
                     inline |= target.sub.is_inline();
                 }
