@@ -1,0 +1,218 @@
+//! The ratio report: every scenario of the suite (B1–B6), crier against its peers in
+//! rotating rounds, printed as one table.
+//!
+//! ```text
+//! cargo bench -p crier-benches --bench report             # the full run, ~2 minutes
+//! cargo bench -p crier-benches --bench report -- --quick  # a smoke run, ~10 seconds
+//! ```
+//!
+//! Ratios are crier's cost divided by the peer's (time per event, or latency): below
+//! 1.00 crier is faster. Each is the median of the per-round ratios, with min–max.
+
+use std::time::Duration;
+
+use crier_benches::rounds::{rotate, Spread};
+use crier_benches::{inline, latency, memory, pull, push, scale, Contender};
+
+#[global_allocator]
+static ALLOC: crier_benches::alloc::Counting = crier_benches::alloc::Counting;
+
+struct Settings {
+    rounds: usize,
+    pull_events: u64,
+    push_events: u64,
+    inline_events: u64,
+    latency_samples: u64,
+    scale_events: u64,
+}
+
+const FULL: Settings = Settings {
+    rounds: 9,
+    pull_events: 500_000,
+    push_events: 200_000,
+    inline_events: 1_000_000,
+    latency_samples: 5_000,
+    scale_events: 200_000,
+};
+
+const QUICK: Settings = Settings {
+    rounds: 3,
+    pull_events: 50_000,
+    push_events: 20_000,
+    inline_events: 100_000,
+    latency_samples: 500,
+    scale_events: 20_000,
+};
+
+fn ns_per_event(elapsed: Duration, events: u64) -> f64 {
+    elapsed.as_nanos() as f64 / events as f64
+}
+
+/// Runs crier and its peers; returns each one's ns per event, per round.
+fn compare(settings: &Settings, events: u64, crier: Contender, peers: &[Contender]) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let contenders: Vec<Contender> = std::iter::once(crier).chain(peers.iter().copied()).collect();
+    let mut times = rotate(settings.rounds, contenders.len(), |k| {
+        ns_per_event((contenders[k].run)(events), events)
+    });
+    let crier = times.remove(0);
+    (crier, times)
+}
+
+/// A row: the ratio, the target (crier/peer at most this), and whether it is met.
+fn row(label: &str, ratio: Spread, target: Option<f64>) {
+    let verdict = match target {
+        Some(t) if ratio.median <= t => format!("≤ {t:.2}  met"),
+        Some(t) => format!("≤ {t:.2}  MISSED"),
+        None => "—".to_owned(),
+    };
+    println!("  {label:<42} {:<22} {verdict}", ratio.to_string());
+}
+
+fn b1(settings: &Settings) {
+    println!(
+        "\nB1  pull fan-out: 1 publisher → {} receivers, {} events, lossless",
+        pull::RECEIVERS,
+        settings.pull_events
+    );
+    let (crier, peers) = compare(settings, settings.pull_events, pull::CRIER, &pull::PEERS);
+    // Targets: 0.9× the floor's speed; ahead of tokio and async-broadcast; level with bus.
+    let targets = [1.0 / 0.9, 1.0, 1.0, 1.0];
+    for ((peer, times), target) in pull::PEERS.iter().zip(&peers).zip(targets) {
+        row(
+            &format!("vs {}", peer.name),
+            Spread::of_ratios(&crier, times),
+            Some(target),
+        );
+    }
+    println!("  crier: {} ns per event", Spread::of(&crier).show(0));
+}
+
+fn b2(settings: &Settings) {
+    println!(
+        "\nB2  push fan-out: 1 publisher → {} pool subscribers, {} events",
+        push::SUBSCRIBERS,
+        settings.push_events
+    );
+    let (crier, peers) = compare(settings, settings.push_events, push::CRIER, &push::PEERS);
+    row(
+        &format!("vs {}", push::PEERS[0].name),
+        Spread::of_ratios(&crier, &peers[0]),
+        Some(1.0),
+    );
+    println!("  crier: {} ns per event", Spread::of(&crier).show(0));
+}
+
+fn b3(settings: &Settings) {
+    println!(
+        "\nB3  inline dispatch: 1 event → {} handlers on the publishing thread, {} events",
+        inline::HANDLERS,
+        settings.inline_events
+    );
+    let one = Contender {
+        name: "crier, 1 handler",
+        run: inline::crier_one_handler,
+    };
+    let peers = [inline::PEERS[0], one];
+    let (crier, peers) = compare(settings, settings.inline_events, inline::CRIER, &peers);
+    let (floor, one) = (&peers[0], &peers[1]);
+    row("vs closure loop floor", Spread::of_ratios(&crier, floor), Some(3.0));
+    let (fixed, per_handler): (Vec<f64>, Vec<f64>) = one
+        .iter()
+        .zip(&crier)
+        .map(|(&one, &all)| inline::split_costs(one, all))
+        .unzip();
+    let floor_per_handler: Vec<f64> = floor.iter().map(|t| t / inline::HANDLERS as f64).collect();
+    println!("  crier: {} ns per event", Spread::of(&crier).show(0));
+    println!(
+        "  crier fixed cost per event:        {} ns   target ≤ 60",
+        Spread::of(&fixed).show(0)
+    );
+    println!(
+        "  crier cost per handler call:       {} ns",
+        Spread::of(&per_handler).show(1)
+    );
+    println!(
+        "  floor cost per handler call:       {} ns",
+        Spread::of(&floor_per_handler).show(1)
+    );
+}
+
+fn b4(settings: &Settings) {
+    println!(
+        "\nB4  latency publish → handler start, 1 subscriber, {} spaced events per round",
+        settings.latency_samples
+    );
+    let runs = rotate(settings.rounds, 2, |k| match k {
+        0 => latency::crier(settings.latency_samples),
+        _ => latency::crossbeam(settings.latency_samples),
+    });
+    for (label, q, target) in [("p50", 0.50, None), ("p99", 0.99, Some(1.5)), ("p99.9", 0.999, None)] {
+        let at = |runs: &[Vec<u64>]| -> Vec<f64> { runs.iter().map(|r| latency::quantile(r, q) as f64).collect() };
+        let (crier, raw) = (at(&runs[0]), at(&runs[1]));
+        row(
+            &format!("{label} vs raw crossbeam hand-off"),
+            Spread::of_ratios(&crier, &raw),
+            target,
+        );
+        println!(
+            "    {label}: crier {} ns, raw {} ns",
+            Spread::of(&crier).show(0),
+            Spread::of(&raw).show(0)
+        );
+    }
+}
+
+fn b5(settings: &Settings) {
+    println!(
+        "\nB5  scale: publish to a topic with 1 inline subscriber, {} events",
+        settings.scale_events
+    );
+    for route in [scale::Route::ByType, scale::Route::ByName] {
+        let shapes: Vec<scale::Shape> = std::iter::once(scale::BASELINE).chain(scale::SHAPES).collect();
+        let mut times = rotate(settings.rounds, shapes.len(), |k| {
+            ns_per_event(
+                scale::publish(shapes[k], route, settings.scale_events),
+                settings.scale_events,
+            )
+        });
+        let baseline = times.remove(0);
+        println!(
+            "  {route:?}: baseline (1 topic, no other subscribers) {} ns per event",
+            Spread::of(&baseline).show(0)
+        );
+        for (shape, times) in scale::SHAPES.iter().zip(&times) {
+            let label = format!("{} topics, {} receivers elsewhere", shape.topics, shape.others);
+            row(&label, Spread::of_ratios(times, &baseline), Some(1.2));
+        }
+    }
+}
+
+fn b6() {
+    println!("\nB6  memory (counting allocator)");
+    let (handler, receiver) = memory::per_idle_subscriber();
+    println!("  bytes per idle pool subscriber:    {handler:.0}   target < 2048");
+    println!("  bytes per idle receiver:           {receiver:.0}   target < 2048");
+    for receivers in [1, 4] {
+        let (per_event, per_receiver) = memory::per_queued_event(receivers);
+        println!(
+            "  bytes per queued event beyond the payload, {receivers} receiver(s): {per_event:.1} ({per_receiver:.1} per receiver)"
+        );
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let settings = if quick { &QUICK } else { &FULL };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "crier benchmark report: {cores} cores, {} rotating rounds",
+        settings.rounds
+    );
+    println!("ratio = crier's cost ÷ the peer's (below 1.00: crier is faster); median (min–max)");
+    b1(settings);
+    b2(settings);
+    b3(settings);
+    b4(settings);
+    b5(settings);
+    b6();
+}

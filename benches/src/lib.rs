@@ -1,0 +1,533 @@
+//! The workloads of crier's benchmark suite, one function per contender, shared by the
+//! criterion benches (`benches/suite.rs`, plots) and the ratio report
+//! (`benches/report.rs`, one table). See `BENCHMARKS.md` at the repository root.
+//!
+//! Every workload takes an event count, sets itself up, and returns the time its
+//! measured part took; set-up and tear-down (spawning a bus's pool, shutting it down)
+//! are outside the timer for every contender alike.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub mod alloc;
+pub mod rounds;
+
+/// The 64-byte event every scenario publishes.
+#[derive(Clone, Copy, Debug)]
+pub struct Payload(pub [u8; 64]);
+
+impl Payload {
+    pub fn new(n: u64) -> Payload {
+        Payload([n as u8; 64])
+    }
+}
+
+/// One way to run a scenario's workload.
+#[derive(Clone, Copy)]
+pub struct Contender {
+    pub name: &'static str,
+    pub run: fn(u64) -> Duration,
+}
+
+/// Mailbox capacity for every lossless contender that has one.
+pub const CAPACITY: usize = 1024;
+
+/// Spawns one thread per receiver, each taking `events` items with `recv`.
+fn drain_on_threads<R: Send + 'static>(receivers: Vec<R>, events: u64, recv: fn(&mut R) -> u8) -> Vec<JoinHandle<u64>> {
+    receivers
+        .into_iter()
+        .map(|mut rx| std::thread::spawn(move || (0..events).map(|_| u64::from(recv(&mut rx))).sum()))
+        .collect()
+}
+
+fn join(readers: Vec<JoinHandle<u64>>) {
+    for reader in readers {
+        black_box(reader.join().expect("reader thread"));
+    }
+}
+
+/// B1: pull fan-out, 1 publisher -> 4 receivers, lossless; every receiver drains all.
+pub mod pull {
+    use super::*;
+
+    pub const RECEIVERS: usize = 4;
+
+    pub const CRIER: Contender = Contender {
+        name: "crier",
+        run: crier,
+    };
+    pub const PEERS: [Contender; 4] = [
+        Contender {
+            name: "crossbeam floor",
+            run: crossbeam,
+        },
+        Contender {
+            name: "tokio::sync::broadcast",
+            run: tokio_broadcast,
+        },
+        Contender {
+            name: "bus",
+            run: bus_crate,
+        },
+        Contender {
+            name: "async-broadcast",
+            run: async_broadcast,
+        },
+    ];
+
+    pub fn crier(events: u64) -> Duration {
+        let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
+        let receivers: Vec<_> = (0..RECEIVERS)
+            .map(|_| bus.receiver::<Payload>().expect("bus is open"))
+            .collect();
+        let start = Instant::now();
+        let readers = drain_on_threads(receivers, events, |rx| rx.recv().expect("lossless").0[0]);
+        for n in 0..events {
+            bus.publish(Payload::new(n)).expect("lossless");
+        }
+        join(readers);
+        start.elapsed()
+    }
+
+    /// The floor: one bounded crossbeam channel of `Arc<Payload>` per receiver.
+    pub fn crossbeam(events: u64) -> Duration {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..RECEIVERS)
+            .map(|_| crossbeam_channel::bounded::<Arc<Payload>>(CAPACITY))
+            .unzip();
+        let start = Instant::now();
+        let readers = drain_on_threads(rxs, events, |rx| rx.recv().expect("connected").0[0]);
+        for n in 0..events {
+            let event = Arc::new(Payload::new(n));
+            for tx in &txs {
+                tx.send(event.clone()).expect("connected");
+            }
+        }
+        join(readers);
+        start.elapsed()
+    }
+
+    /// Capacity rounded up to hold every event: `broadcast` never blocks a sender, it
+    /// makes slow receivers lag, and this scenario is lossless.
+    pub fn tokio_broadcast(events: u64) -> Duration {
+        let capacity = usize::try_from(events).expect("fits").next_power_of_two().max(2);
+        let (tx, _) = tokio::sync::broadcast::channel::<Arc<Payload>>(capacity);
+        let rxs: Vec<_> = (0..RECEIVERS).map(|_| tx.subscribe()).collect();
+        let start = Instant::now();
+        let readers = drain_on_threads(rxs, events, |rx| rx.blocking_recv().expect("never lags").0[0]);
+        for n in 0..events {
+            tx.send(Arc::new(Payload::new(n))).expect("receivers alive");
+        }
+        join(readers);
+        start.elapsed()
+    }
+
+    pub fn bus_crate(events: u64) -> Duration {
+        let mut tx = bus::Bus::<Arc<Payload>>::new(CAPACITY);
+        let rxs: Vec<_> = (0..RECEIVERS).map(|_| tx.add_rx()).collect();
+        let start = Instant::now();
+        let readers = drain_on_threads(rxs, events, |rx| rx.recv().expect("connected").0[0]);
+        for n in 0..events {
+            tx.broadcast(Arc::new(Payload::new(n)));
+        }
+        join(readers);
+        start.elapsed()
+    }
+
+    pub fn async_broadcast(events: u64) -> Duration {
+        let (tx, rx) = async_broadcast::broadcast::<Arc<Payload>>(CAPACITY);
+        let mut rxs: Vec<_> = (1..RECEIVERS).map(|_| rx.clone()).collect();
+        rxs.push(rx);
+        let start = Instant::now();
+        let readers = drain_on_threads(rxs, events, |rx| rx.recv_blocking().expect("connected").0[0]);
+        for n in 0..events {
+            tx.broadcast_blocking(Arc::new(Payload::new(n)))
+                .expect("receivers alive");
+        }
+        join(readers);
+        start.elapsed()
+    }
+}
+
+/// B2: push fan-out, 1 publisher -> 4 subscribers that each add to their own counter.
+pub mod push {
+    use super::*;
+
+    pub const SUBSCRIBERS: usize = 4;
+
+    pub const CRIER: Contender = Contender {
+        name: "crier",
+        run: crier,
+    };
+    pub const PEERS: [Contender; 1] = [Contender {
+        name: "thread per subscriber",
+        run: thread_per_subscriber,
+    }];
+
+    fn counters() -> Vec<Arc<AtomicU64>> {
+        (0..SUBSCRIBERS).map(|_| Arc::new(AtomicU64::new(0))).collect()
+    }
+
+    fn handle(counter: &AtomicU64, event: &Payload) {
+        counter.fetch_add(u64::from(event.0[0]), Ordering::Relaxed);
+    }
+
+    /// Pool subscribers (the default dispatch, a pool sized to the cores).
+    pub fn crier(events: u64) -> Duration {
+        let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
+        let counters = counters();
+        let subscriptions: Vec<_> = counters
+            .iter()
+            .map(|counter| {
+                let counter = counter.clone();
+                bus.subscribe(move |env: &crier::Envelope<Payload>| handle(&counter, env))
+                    .expect("bus is open")
+            })
+            .collect();
+        let start = Instant::now();
+        for n in 0..events {
+            bus.publish(Payload::new(n)).expect("lossless");
+        }
+        bus.wait_idle(Duration::from_secs(600)).expect("drains");
+        let elapsed = start.elapsed();
+        drop(subscriptions);
+        black_box(counters);
+        elapsed
+    }
+
+    /// Hand-rolled: a bounded crossbeam channel and a thread per subscriber.
+    pub fn thread_per_subscriber(events: u64) -> Duration {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..SUBSCRIBERS)
+            .map(|_| crossbeam_channel::bounded::<Arc<Payload>>(CAPACITY))
+            .unzip();
+        let counters = counters();
+        let threads: Vec<_> = rxs
+            .into_iter()
+            .zip(counters.iter().cloned())
+            .map(|(rx, counter)| {
+                std::thread::spawn(move || {
+                    for event in rx {
+                        handle(&counter, &event);
+                    }
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        for n in 0..events {
+            let event = Arc::new(Payload::new(n));
+            for tx in &txs {
+                tx.send(event.clone()).expect("connected");
+            }
+        }
+        drop(txs);
+        for thread in threads {
+            thread.join().expect("subscriber thread");
+        }
+        let elapsed = start.elapsed();
+        black_box(counters);
+        elapsed
+    }
+}
+
+/// B3: inline dispatch, 1 event -> 8 handlers on the publishing thread.
+pub mod inline {
+    use super::*;
+
+    pub const HANDLERS: usize = 8;
+
+    pub const CRIER: Contender = Contender {
+        name: "crier",
+        run: crier,
+    };
+    pub const PEERS: [Contender; 1] = [Contender {
+        name: "closure loop floor",
+        run: closure_loop,
+    }];
+
+    fn crier_with(handlers: usize, events: u64) -> Duration {
+        let bus = crier::Bus::builder().inline().build().expect("valid options");
+        let subscriptions: Vec<_> = (0..handlers)
+            .map(|_| {
+                bus.subscribe(|env: &crier::Envelope<Payload>| {
+                    black_box(env.0[0]);
+                })
+                .expect("bus is open")
+            })
+            .collect();
+        let start = Instant::now();
+        for n in 0..events {
+            bus.publish(Payload::new(n)).expect("inline never fills");
+        }
+        let elapsed = start.elapsed();
+        drop(subscriptions);
+        elapsed
+    }
+
+    pub fn crier(events: u64) -> Duration {
+        crier_with(HANDLERS, events)
+    }
+
+    /// One inline handler: with [`crier`] it separates the fixed cost per event from
+    /// the cost per handler call (see [`split_costs`]).
+    pub fn crier_one_handler(events: u64) -> Duration {
+        crier_with(1, events)
+    }
+
+    /// The floor: a `Vec<Box<dyn Fn(&E)>>` called in a loop.
+    pub fn closure_loop(events: u64) -> Duration {
+        type Handler = Box<dyn Fn(&Payload)>;
+        let handlers: Vec<Handler> = (0..HANDLERS)
+            .map(|_| {
+                Box::new(|event: &Payload| {
+                    black_box(event.0[0]);
+                }) as Handler
+            })
+            .collect();
+        let handlers = black_box(handlers);
+        let start = Instant::now();
+        for n in 0..events {
+            let event = Payload::new(n);
+            for handler in &handlers {
+                handler(&event);
+            }
+        }
+        start.elapsed()
+    }
+
+    /// Per-event fixed cost and per-handler cost in ns, from the time per event with
+    /// one handler and with [`HANDLERS`]: a straight line through both points.
+    pub fn split_costs(one_handler_ns: f64, all_handlers_ns: f64) -> (f64, f64) {
+        let per_handler = (all_handlers_ns - one_handler_ns) / (HANDLERS - 1) as f64;
+        (one_handler_ns - per_handler, per_handler)
+    }
+}
+
+/// B4: latency from `publish` to the handler's first instruction, one subscriber,
+/// events spaced out so the consumer is asleep when each arrives.
+pub mod latency {
+    use super::*;
+    use samples::Samples;
+
+    /// 64 bytes, like every payload: the send time and padding.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Stamped {
+        sent: Instant,
+        _pad: [u8; 48],
+    }
+
+    /// Time the consumer gets to fall asleep between two events.
+    const GAP: Duration = Duration::from_micros(50);
+
+    /// Publishes `samples` stamped events one at a time through `send`, waiting each
+    /// time until the consumer saw it and then for [`GAP`]; returns the latencies in ns.
+    fn measure(samples: u64, send: impl Fn(Stamped), seen: &Samples) -> Vec<u64> {
+        for i in 0..samples {
+            send(Stamped {
+                sent: Instant::now(),
+                _pad: [0; 48],
+            });
+            seen.wait_for(i + 1);
+            let idle = Instant::now();
+            while idle.elapsed() < GAP {
+                std::hint::spin_loop();
+            }
+        }
+        seen.take()
+    }
+
+    /// Latencies through a pool subscriber, in ns.
+    pub fn crier(samples: u64) -> Vec<u64> {
+        let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
+        let seen = Samples::new(samples);
+        let record = seen.clone();
+        let subscription = bus
+            .subscribe(move |env: &crier::Envelope<Stamped>| record.push(env.sent.elapsed()))
+            .expect("bus is open");
+        let latencies = measure(
+            samples,
+            |s| {
+                bus.publish(s).expect("lossless");
+            },
+            &seen,
+        );
+        drop(subscription);
+        latencies
+    }
+
+    /// Latencies through a raw crossbeam channel and a thread blocked in `recv`, in ns.
+    pub fn crossbeam(samples: u64) -> Vec<u64> {
+        let (tx, rx) = crossbeam_channel::bounded::<Stamped>(CAPACITY);
+        let seen = Samples::new(samples);
+        let record = seen.clone();
+        let consumer = std::thread::spawn(move || {
+            for stamped in rx {
+                record.push(stamped.sent.elapsed());
+            }
+        });
+        let latencies = measure(samples, |s| tx.send(s).expect("connected"), &seen);
+        drop(tx);
+        consumer.join().expect("consumer thread");
+        latencies
+    }
+
+    /// The `q`-quantile (0..=1) of sorted latencies.
+    pub fn quantile(sorted: &[u64], q: f64) -> u64 {
+        let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+        sorted[index]
+    }
+
+    /// A shared, preallocated list of latencies that the publisher can wait on.
+    mod samples {
+        use super::*;
+        use std::sync::Mutex;
+
+        #[derive(Clone)]
+        pub struct Samples(Arc<(Mutex<Vec<u64>>, AtomicU64)>);
+
+        impl Samples {
+            pub fn new(capacity: u64) -> Samples {
+                let list = Vec::with_capacity(usize::try_from(capacity).expect("fits"));
+                Samples(Arc::new((Mutex::new(list), AtomicU64::new(0))))
+            }
+
+            pub fn push(&self, latency: Duration) {
+                let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+                self.0 .0.lock().expect("not poisoned").push(ns);
+                self.0 .1.fetch_add(1, Ordering::Release);
+            }
+
+            /// Spins until `n` samples arrived: the publisher's core is idle anyway.
+            pub fn wait_for(&self, n: u64) {
+                while self.0 .1.load(Ordering::Acquire) < n {
+                    std::hint::spin_loop();
+                }
+            }
+
+            pub fn take(&self) -> Vec<u64> {
+                let mut list = std::mem::take(&mut *self.0 .0.lock().expect("not poisoned"));
+                list.sort_unstable();
+                list
+            }
+        }
+    }
+}
+
+/// B5: the cost of `publish` as the bus grows around the topic it publishes to.
+pub mod scale {
+    use super::*;
+
+    /// What surrounds the published topic.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Shape {
+        /// Topics registered, the published one included (named topics of the type).
+        pub topics: usize,
+        /// Receivers subscribed to another topic.
+        pub others: usize,
+    }
+
+    pub const BASELINE: Shape = Shape { topics: 1, others: 0 };
+    pub const SHAPES: [Shape; 5] = [
+        Shape { topics: 100, others: 0 },
+        Shape {
+            topics: 10_000,
+            others: 0,
+        },
+        Shape { topics: 1, others: 1 },
+        Shape { topics: 1, others: 64 },
+        Shape {
+            topics: 1,
+            others: 1_024,
+        },
+    ];
+
+    /// How the event finds its topic.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Route {
+        /// `bus.publish(e)`: the type's default topic.
+        ByType,
+        /// `bus.topic_named(name)?.publish(e)`: a lookup by name each time.
+        ByName,
+    }
+
+    /// Time for `events` publishes to a topic with one inline subscriber.
+    pub fn publish(shape: Shape, route: Route, events: u64) -> Duration {
+        let bus = crier::Bus::builder().inline().build().expect("valid options");
+        let topics: Vec<_> = (1..shape.topics)
+            .map(|i| bus.topic_named::<Payload>(&format!("filler.{i}")).expect("valid name"))
+            .collect();
+        let other = bus.topic_named::<Payload>("other").expect("valid name");
+        let others: Vec<_> = (0..shape.others)
+            .map(|_| other.receiver().expect("bus is open"))
+            .collect();
+        let target = bus.topic_named::<Payload>("target").expect("valid name");
+        let sink = |env: &crier::Envelope<Payload>| {
+            black_box(env.0[0]);
+        };
+        let _typed = bus.subscribe(sink).expect("bus is open");
+        let _named = target.subscribe(sink).expect("bus is open");
+        let start = Instant::now();
+        for n in 0..events {
+            let _receipt = match route {
+                Route::ByType => bus.publish(Payload::new(n)).expect("inline never fills"),
+                Route::ByName => bus
+                    .topic_named::<Payload>("target")
+                    .expect("exists")
+                    .publish(Payload::new(n))
+                    .expect("inline never fills"),
+            };
+        }
+        let elapsed = start.elapsed();
+        black_box((topics, others));
+        elapsed
+    }
+}
+
+/// B6: memory, read from the counting allocator ([`alloc::Counting`]), which the
+/// binary calling these must install as its global allocator.
+pub mod memory {
+    use super::*;
+    use crate::alloc::live_bytes;
+
+    const SUBSCRIBERS: usize = 1_000;
+    const QUEUED: u64 = 10_000;
+
+    /// Bytes per idle subscriber: a pool handler and a pull receiver.
+    pub fn per_idle_subscriber() -> (f64, f64) {
+        let bus = crier::Bus::new();
+        let topic = bus.topic::<Payload>();
+        let before = live_bytes();
+        let handlers: Vec<_> = (0..SUBSCRIBERS)
+            .map(|_| topic.subscribe(|_: &crier::Envelope<Payload>| ()).expect("bus is open"))
+            .collect();
+        let per_handler = (live_bytes() - before) as f64 / SUBSCRIBERS as f64;
+        drop(handlers);
+        let before = live_bytes();
+        let receivers: Vec<_> = (0..SUBSCRIBERS)
+            .map(|_| topic.receiver().expect("bus is open"))
+            .collect();
+        let per_receiver = (live_bytes() - before) as f64 / SUBSCRIBERS as f64;
+        drop(receivers);
+        (per_handler, per_receiver)
+    }
+
+    /// Bytes per queued event, beyond its 64-byte payload, with `receivers` receivers
+    /// that each hold every event: per event, and per event per receiver.
+    pub fn per_queued_event(receivers: usize) -> (f64, f64) {
+        let bus = crier::Bus::new();
+        let held: Vec<_> = (0..receivers)
+            .map(|_| bus.subscriber::<Payload>().unbounded().receiver().expect("bus is open"))
+            .collect();
+        // Warm up: the first publish creates the topic and per-thread state.
+        bus.publish(Payload::new(0)).expect("unbounded");
+        let before = live_bytes();
+        for n in 0..QUEUED {
+            bus.publish(Payload::new(n)).expect("unbounded");
+        }
+        let per_event = (live_bytes() - before) as f64 / QUEUED as f64;
+        drop(held);
+        let overhead = per_event - std::mem::size_of::<Payload>() as f64;
+        (overhead, overhead / receivers as f64)
+    }
+}
