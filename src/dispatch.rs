@@ -170,8 +170,27 @@ pub(crate) fn schedule_inline(runnable: Arc<dyn Runnable>) {
     INLINE.with(|q| q.borrow_mut().ready.push_back(runnable));
 }
 
+/// `true` while a frame of this thread runs inline handlers.
+pub(crate) fn inline_running() -> bool {
+    INLINE.try_with(|q| q.borrow().draining).unwrap_or(true)
+}
+
+/// Runs one subscriber's turn on this thread, re-queueing it if it has more.
+pub(crate) fn run_inline<R: Runnable + 'static>(runnable: &Arc<R>) {
+    if let Step::Yield = runnable.run(1) {
+        schedule_inline(runnable.clone());
+    }
+}
+
 /// Runs this thread's inline queue to empty, unless an outer frame already is.
 pub(crate) fn drain_inline() {
+    inline_frame(|| {});
+}
+
+/// Runs `first`, then this thread's inline queue to empty, as the thread's outermost
+/// inline frame: publishes nested in either only append to the queue. If an outer
+/// frame is already running, `first` is not run (callers check [`inline_running`]).
+pub(crate) fn inline_frame(first: impl FnOnce()) {
     let start = INLINE.with(|q| {
         let mut q = q.borrow_mut();
         !std::mem::replace(&mut q.draining, true)
@@ -187,6 +206,7 @@ pub(crate) fn drain_inline() {
         }
     }
     let _reset = Reset;
+    first();
     loop {
         // The borrow ends before the handler runs: a handler may schedule more.
         let Some(next) = INLINE.with(|q| q.borrow_mut().ready.pop_front()) else {

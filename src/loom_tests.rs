@@ -121,6 +121,66 @@ fn loom_schedule_runner_releases_while_producer_pushes() {
     });
 }
 
+/// The inline hand-off: producers push (or claim) and notify under one commit lock; a
+/// producer whose `claim` succeeds runs its item outside the queue.
+struct HandOffModel {
+    mailbox: ModelMailbox,
+    commit: Mutex<()>,
+}
+
+impl HandOffModel {
+    fn publish(&self, item: u32) {
+        let commit = self.commit.lock().unwrap();
+        if self.mailbox.state.claim() {
+            assert!(
+                self.mailbox.queue.lock().unwrap().is_empty(),
+                "claimed an idle subscriber with events queued"
+            );
+            drop(commit);
+            assert_eq!(self.mailbox.runners.fetch_add(1, Ordering::SeqCst), 0, "two runners");
+            self.mailbox.handled.lock().unwrap().push(item);
+            self.mailbox.runners.fetch_sub(1, Ordering::SeqCst);
+            if !self.mailbox.state.try_release() {
+                self.mailbox.run(1);
+            }
+        } else {
+            self.mailbox.queue.lock().unwrap().push_back(item);
+            let submit = self.mailbox.state.notify();
+            drop(commit);
+            if submit {
+                self.mailbox.run(1);
+            }
+        }
+    }
+}
+
+#[test]
+fn loom_hand_off_keeps_order_and_loses_nothing() {
+    loom::model(|| {
+        let model = Arc::new(HandOffModel {
+            mailbox: ModelMailbox::new(),
+            commit: Mutex::new(()),
+        });
+        let other = {
+            let model = model.clone();
+            thread::spawn(move || {
+                model.publish(10);
+                model.publish(11);
+            })
+        };
+        model.publish(0);
+        model.publish(1);
+        other.join().unwrap();
+        let handled = model.mailbox.handled.lock().unwrap().clone();
+        assert_eq!(handled.len(), 4, "an item was never run: {handled:?}");
+        for p in 0..2 {
+            let mine: Vec<_> = handled.iter().filter(|&&x| x / 10 == p).collect();
+            assert_eq!(mine, vec![&(p * 10), &(p * 10 + 1)], "per-producer order");
+        }
+        assert!(model.mailbox.queue.lock().unwrap().is_empty());
+    });
+}
+
 #[test]
 fn loom_slots_blocked_publisher_is_woken() {
     // Capacity 1 and full: a publisher blocks for space; a consumer frees the slot. A

@@ -63,6 +63,11 @@ impl<T> Mailbox<T> {
         self.rx.len().saturating_sub(wake)
     }
 
+    /// No item queued (the `Wake` marker aside, which only receivers get).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub(crate) fn high_water(&self) -> usize {
         self.high_water.load(Ordering::Relaxed)
     }

@@ -61,7 +61,12 @@ impl<E: Send + Sync + 'static> Receiver<E> {
     }
 
     fn missed(&self) -> Missed {
-        match self.registration.sub.counters.unreported_lag.swap(0, Ordering::AcqRel) {
+        let lag = &self.registration.sub.counters.unreported_lag;
+        // A load first: the swap (a write to a line the publisher writes) only on lag.
+        if lag.load(Ordering::Acquire) == 0 {
+            return Missed::None;
+        }
+        match lag.swap(0, Ordering::AcqRel) {
             0 => Missed::None,
             n => Missed::Lagged(n),
         }

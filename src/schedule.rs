@@ -29,7 +29,26 @@
 //!   the producer's Release, so the push is visible. If it comes after, it reads 0 and
 //!   the producer submits the mailbox itself.
 //!
-//! Both facts are checked exhaustively by the loom models in `src/loom_tests.rs`.
+//!
+//! # Hand-off (inline subscribers)
+//!
+//! An inline publish may skip the mailbox and run its event itself, when the
+//! subscriber is idle. Every push and every `notify` of a subscriber happen under its
+//! topic's commit lock, in one hold, so while a producer holds that lock:
+//!
+//! - **idle implies empty**: if the state is `0`, the queue is empty. The last owner
+//!   released (CAS `SCHEDULED -> 0`) after it saw the queue empty, with no `NOTIFIED`
+//!   since its `begin_run`; a later push would have set `NOTIFIED` (failing the CAS) or,
+//!   coming after the release, found the state `0` and submitted a new owner.
+//!
+//! Producer, under the commit lock: `claim` = CAS `0 -> SCHEDULED`. On success it owns
+//! the subscriber as if it had been submitted, and nothing is queued ahead of its event,
+//! so running the event outside the queue keeps the topic's order; later pushes only set
+//! `NOTIFIED`. After running it, the producer ends as an owner does (`try_release`, and
+//! on failure runs the queue). On failure it pushes and notifies as above.
+//!
+//! Both facts, and idle-implies-empty, are checked exhaustively by the loom models in
+//! `src/loom_tests.rs`.
 
 use crate::sync::{AtomicU8, Ordering};
 
@@ -49,6 +68,15 @@ impl ScheduleState {
         // AcqRel: Release publishes the push to the owner; Acquire orders this after the
         // previous owner's release of the mailbox.
         self.0.fetch_or(SCHEDULED | NOTIFIED, Ordering::AcqRel) & SCHEDULED == 0
+    }
+
+    /// Hand-off: take an idle subscriber's ownership directly. Call only with the
+    /// topic's commit lock held, where every push and `notify` happen too.
+    pub(crate) fn claim(&self) -> bool {
+        // Acquire: see everything the previous owner did before its release.
+        self.0
+            .compare_exchange(0, SCHEDULED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Owner step 1.

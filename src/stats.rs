@@ -27,7 +27,10 @@ impl fmt::Display for SubscriberId {
 /// `wait_idle` or a handler's return has ordered them (see `in_flight`).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Written under the topic's commit lock only (see [`Counters::add_exclusive`]).
     pub(crate) accepted: AtomicU64,
+    /// Written under the run lock for push subscribers; by any receiving thread for
+    /// receivers.
     pub(crate) delivered: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) dropped: [AtomicU64; 5],
@@ -40,6 +43,12 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds without a read-modify-write, for a counter whose writers all hold one lock:
+    /// a plain load and store are then exact, and readers still see whole values.
+    pub(crate) fn add_exclusive(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
     pub(crate) fn drop_n(&self, reason: DropReason, n: u64) {

@@ -3,7 +3,7 @@
 //!
 //! # Unsubscribe is final (promise 6)
 //!
-//! The handler lives inside `handler`, a mutex that doubles as the run lock: a runner
+//! The handler lives inside `run`, a mutex that doubles as the run lock: a runner
 //! holds it while it handles a batch and checks `active` before every event. To
 //! unsubscribe:
 //! 1. clear `active`;
@@ -11,11 +11,20 @@
 //! 3. pass the topic's commit lock once: a publish that read the old snapshot commits
 //!    either before (its event is queued, step 5 counts it) or after (it sees `active`
 //!    clear under the lock and skips the subscriber);
-//! 4. lock `handler` (waits for a running batch, unless the caller is that handler)
+//! 4. lock `run` (waits for a running batch, unless the caller is that handler)
 //!    and take the closure out, so it never runs again and its captures are freed;
-//! 5. still under that lock, discard what is queued, counted as
-//!    [`DropReason::Unsubscribed`]; a runner that sees `active` clear does the same
-//!    under the same lock, so the counters are settled when unsubscribe returns.
+//! 5. still under that lock, discard what is queued (and a handed-off event, below),
+//!    counted as [`DropReason::Unsubscribed`]; a runner that sees `active` clear does
+//!    the same under the same lock, so the counters are settled when unsubscribe
+//!    returns.
+//!
+//! # Hand-off (inline subscribers)
+//!
+//! A publish that claims an idle inline subscriber (see `schedule`) puts its event in
+//! `RunState::handed` instead of the mailbox, under the commit lock, and then runs the
+//! subscriber itself: no queue push and pop, no trip through the inline run queue. The
+//! handed event lives under the run lock, so a runner takes it before anything queued
+//! (nothing queued is older), and retiring discards it like a queued one.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -54,13 +63,21 @@ pub(crate) struct Subscriber<E> {
     filter: Option<Filter<E>>,
     pub(crate) mailbox: Mailbox<Envelope<E>>,
     schedule: ScheduleState,
-    /// The run lock (see the module docs). `None` for receivers and once retired.
-    handler: Mutex<Option<Handler<E>>>,
+    /// The run lock (see the module docs).
+    run: Mutex<RunState<E>>,
     /// Cleared once, by unsubscribe or shutdown.
     active: AtomicBool,
     pub(crate) counters: Counters,
     error_hook: Option<ErrorHook>,
     pub(crate) runtime: Arc<Runtime>,
+}
+
+/// What the run lock guards.
+struct RunState<E> {
+    /// `None` for receivers and once retired.
+    handler: Option<Handler<E>>,
+    /// An event a publish handed off to this idle subscriber (see the module docs).
+    handed: Option<Envelope<E>>,
 }
 
 pub(crate) struct Parts<E> {
@@ -90,7 +107,10 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
             filter: parts.filter,
             mailbox: Mailbox::new(parts.capacity),
             schedule: ScheduleState::new(),
-            handler: Mutex::new(parts.handler),
+            run: Mutex::new(RunState {
+                handler: parts.handler,
+                handed: None,
+            }),
             active: AtomicBool::new(true),
             counters: Counters::default(),
             error_hook: parts.error_hook,
@@ -130,14 +150,14 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
     /// Counts an accepted event that a panicking filter could not place. Called under
     /// the commit lock, so it only counts: the hook runs later, in `report_failure`.
     pub(crate) fn count_filter_failure(&self, failure: &Failure) {
-        Counters::add(&self.counters.accepted, 1);
+        Counters::add_exclusive(&self.counters.accepted, 1);
         self.record_failure(failure.to_string());
     }
 
     /// Pushes into a reserved slot (or, for `DropOldest`, evicting). The caller holds
     /// the topic's commit lock and has added the push to `in_flight`.
     pub(crate) fn enqueue(&self, env: Envelope<E>, evicting: bool) {
-        Counters::add(&self.counters.accepted, 1);
+        Counters::add_exclusive(&self.counters.accepted, 1);
         if !evicting {
             self.mailbox.push_reserved(env);
             return;
@@ -155,28 +175,51 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
 
     /// Counts an accepted event its overflow policy dropped.
     pub(crate) fn dropped_on_arrival(&self, reason: DropReason) {
-        Counters::add(&self.counters.accepted, 1);
+        Counters::add_exclusive(&self.counters.accepted, 1);
         self.counters.drop_n(reason, 1);
     }
 
-    /// After a push: makes sure a runner will look at the mailbox.
-    pub(crate) fn wake(self: &Arc<Self>) {
-        let Consumer::Handler(dispatch) = self.consumer else {
-            return;
+    /// Hand-off, step 3 of a publish (the caller holds the commit lock and has claimed
+    /// the schedule): parks the event under the run lock for the caller to run. Gives
+    /// it back if the run lock is busy (a retire in progress); the caller queues it.
+    pub(crate) fn hand_off(&self, env: Envelope<E>) -> Result<(), Envelope<E>> {
+        let Some(mut state) = self.run.try_lock() else {
+            return Err(env);
         };
-        if !self.schedule.notify() {
-            return;
-        }
-        match (dispatch, &self.executor) {
-            (Dispatch::Inline, _) | (_, None) => dispatch::schedule_inline(self.clone()),
+        Counters::add_exclusive(&self.counters.accepted, 1);
+        state.handed = Some(env);
+        Ok(())
+    }
+
+    /// Hand-off, under the commit lock: take ownership of an idle subscriber.
+    pub(crate) fn claim(&self) -> bool {
+        self.schedule.claim()
+    }
+
+    /// After a push, under the commit lock: `true` when the caller must
+    /// [`submit`](Self::submit) the subscriber to its runner once the lock is released.
+    pub(crate) fn notify(&self) -> bool {
+        self.is_push() && self.schedule.notify()
+    }
+
+    /// Hands the subscriber to its executor or to this thread's inline queue.
+    pub(crate) fn submit(self: &Arc<Self>) {
+        match (self.consumer, &self.executor) {
+            (Consumer::Handler(Dispatch::Inline), _) | (_, None) => dispatch::schedule_inline(self.clone()),
             (_, Some(executor)) => executor.submit(self.clone()),
         }
     }
 
-    /// Pops and drops everything queued, counted under `reason`; returns how many. Call
-    /// with the run lock held, or from the runner's own thread (see `retire`).
-    fn discard(&self, reason: DropReason) -> usize {
-        let n = self.mailbox.clear();
+    /// Pops and drops everything queued, and `handed`, counted under `reason`; returns
+    /// how many. Call with the run lock held (passing what it guards), or from the
+    /// runner's own thread (see `retire`).
+    fn discard(&self, handed: Option<Envelope<E>>, reason: DropReason) -> usize {
+        let mut n = self.mailbox.clear();
+        if let Some(env) = handed {
+            self.mailbox.slots().release(1);
+            drop(env);
+            n += 1;
+        }
         self.counters.drop_n(reason, n as u64);
         if self.is_push() {
             self.runtime.in_flight.finish(n);
@@ -195,19 +238,21 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
     /// runner drops the handler once the current invocation returns.
     pub(crate) fn retire(&self, reason: DropReason, wait: Option<Duration>) -> bool {
         if context::current().is_some_and(|d| d.subscriber == self.id) {
-            self.discard(reason);
+            // Nothing is handed off while the handler runs: a hand-off needs an idle
+            // subscriber, and a runner takes `handed` before it invokes.
+            self.discard(None, reason);
             return true;
         }
         let guard = match wait {
-            None => Some(self.handler.lock()),
-            Some(wait) => self.handler.try_lock_for(wait),
+            None => Some(self.run.lock()),
+            Some(wait) => self.run.try_lock_for(wait),
         };
-        let Some(mut guard) = guard else {
+        let Some(mut state) = guard else {
             return false;
         };
-        let handler = guard.take();
-        self.discard(reason);
-        drop(guard);
+        let handler = state.handler.take();
+        self.discard(state.handed.take(), reason);
+        drop(state);
         // The closure drops outside the lock: its captures may call into the bus.
         drop(handler);
         true
@@ -221,7 +266,8 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
             subscriber: self.id,
         });
         match catch_unwind(AssertUnwindSafe(|| handler(&env))) {
-            Ok(Ok(())) => Counters::add(&self.counters.delivered, 1),
+            // `invoke` runs under the run lock.
+            Ok(Ok(())) => Counters::add_exclusive(&self.counters.delivered, 1),
             Ok(Err(error)) => self.fail(&env, Failure::Error(error)),
             Err(panic) => self.fail(&env, Failure::Panic(panic_message(&*panic))),
         }
@@ -259,7 +305,8 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
     /// Handles up to `*budget` events under the run lock. Returns `true` if the mailbox
     /// was seen empty (or retired), `false` if the budget ran out first.
     fn run_batch(&self, budget: &mut usize) -> bool {
-        let mut slot = self.handler.lock();
+        let mut guard = self.run.lock();
+        let state = &mut *guard;
         let mut handled = 0;
         let retire = loop {
             let stop = if self.runtime.is_aborted() {
@@ -269,14 +316,22 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
             } else {
                 None
             };
-            let handler = match (stop, slot.as_mut()) {
+            let handler = match (stop, state.handler.as_mut()) {
                 (None, Some(handler)) => handler,
                 (reason, _) => break Some(reason.unwrap_or(DropReason::Unsubscribed)),
             };
             if *budget == 0 {
                 break None;
             }
-            let Some(env) = self.mailbox.pop() else {
+            // A handed-off event is older than anything queued.
+            let next = match state.handed.take() {
+                Some(env) => {
+                    self.mailbox.slots().release(1);
+                    Some(env)
+                }
+                None => self.mailbox.pop(),
+            };
+            let Some(env) = next else {
                 break None;
             };
             *budget -= 1;
@@ -285,18 +340,21 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         };
         // Retiring discards under the lock (see `retire`).
         let retired = retire.map(|reason| {
-            self.discard(reason);
-            slot.take()
+            self.discard(state.handed.take(), reason);
+            state.handler.take()
         });
-        drop(slot);
+        // Out of budget with nothing left counts as seen empty: a hand-off (budget 1)
+        // then releases at once instead of a second trip through the run queue. The
+        // look comes after `begin_run`, so a push it misses sets `NOTIFIED`.
+        let empty = match &retired {
+            Some(_) => true,
+            None => *budget > 0 || self.mailbox.is_empty(),
+        };
+        drop(guard);
         self.runtime.in_flight.finish(handled);
-        match retired {
-            Some(handler) => {
-                drop(handler);
-                true
-            }
-            None => *budget > 0,
-        }
+        // The closure drops outside the lock: its captures may call into the bus.
+        drop(retired);
+        empty
     }
 
     pub(crate) fn stats(&self) -> SubscriberStats {

@@ -16,11 +16,15 @@
 //!    next `seq` (so numbers are gap-free: only an accepted event takes one); build the
 //!    envelope (one `Arc` for every subscriber); add the push deliveries to `in_flight`
 //!    before pushing (a consumer can never take it below the truth); skip subscribers
-//!    that unsubscribed meanwhile; push. Pushes never block, so the lock is held briefly.
-//!    One lock per topic also means every subscriber sees a topic's events in `seq` order.
-//! 4. **Wake** the subscribers that got an event, then run this thread's inline queue.
-//!    (Error hooks of filters that panicked run here too: user code never runs under
-//!    the commit lock.)
+//!    that unsubscribed meanwhile; push and `notify` each subscriber's schedule. Pushes
+//!    never block, so the lock is held briefly. One lock per topic also means every
+//!    subscriber sees a topic's events in `seq` order. An idle inline subscriber is
+//!    *handed* the event instead of having it queued, when this thread is not already
+//!    running inline handlers (see `schedule` and `subscriber`).
+//! 4. **Wake**: submit the subscribers whose `notify` asked for it, then run the
+//!    hand-offs and this thread's inline queue, in one inline frame so that dispatch
+//!    stays breadth-first. (Error hooks of filters that panicked run here too: user code
+//!    never runs under the commit lock.)
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -73,8 +77,13 @@ enum Plan {
     Evict,
     Drop(DropReason),
     FilterPanicked(Failure),
-    /// Pushed under the commit lock; to be woken once it is released.
-    Queued,
+    /// Pushed under the commit lock; `submit`: this publish must hand the subscriber to
+    /// its runner once the lock is released.
+    Queued {
+        submit: bool,
+    },
+    /// Handed off under the commit lock: this publish runs the subscriber itself.
+    HandedOff,
     /// Unsubscribed while this publish waited.
     Skip,
 }
@@ -272,27 +281,42 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             }
         }
         self.runtime.in_flight.add(pushes);
+        // Hand-offs run before this thread's inline queue drains, so only where no frame
+        // of this thread is running inline handlers: breadth-first order holds.
+        let may_hand_off = !dispatch::inline_running();
         let mut accepted = 0;
         for target in &mut targets {
-            match std::mem::replace(&mut target.plan, Plan::Skip) {
-                Plan::Reserved => target.sub.enqueue(env.clone(), false),
-                Plan::Evict => target.sub.enqueue(env.clone(), true),
+            let sub = target.sub;
+            let plan = match std::mem::replace(&mut target.plan, Plan::Skip) {
+                Plan::Reserved if may_hand_off && sub.is_inline() && sub.claim() => match sub.hand_off(env.clone()) {
+                    Ok(()) => Plan::HandedOff,
+                    Err(env) => {
+                        // The claim made this publish the subscriber's owner.
+                        sub.enqueue(env, false);
+                        Plan::Queued { submit: true }
+                    }
+                },
+                Plan::Reserved => {
+                    sub.enqueue(env.clone(), false);
+                    Plan::Queued { submit: sub.notify() }
+                }
+                Plan::Evict => {
+                    sub.enqueue(env.clone(), true);
+                    Plan::Queued { submit: sub.notify() }
+                }
                 Plan::Drop(reason) => {
-                    target.sub.dropped_on_arrival(reason);
-                    accepted += 1;
-                    continue;
+                    sub.dropped_on_arrival(reason);
+                    Plan::Skip
                 }
                 Plan::FilterPanicked(failure) => {
-                    target.sub.count_filter_failure(&failure);
-                    accepted += 1;
+                    sub.count_filter_failure(&failure);
                     // Its hook runs after the lock is released.
-                    target.plan = Plan::FilterPanicked(failure);
-                    continue;
+                    Plan::FilterPanicked(failure)
                 }
-                Plan::Skip | Plan::Pending | Plan::Queued => continue,
-            }
+                Plan::Skip | Plan::Pending | Plan::Queued { .. } | Plan::HandedOff => continue,
+            };
             accepted += 1;
-            target.plan = Plan::Queued;
+            target.plan = plan;
         }
         drop(next_seq);
         if accepted == 0 {
@@ -301,17 +325,34 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
 
         // Step 4: wake, and tell the error hooks of filters that panicked.
         let mut inline = false;
-        for target in targets {
-            match target.plan {
-                Plan::Queued => {
-                    target.sub.wake();
+        let mut handed_off = false;
+        for target in &mut targets {
+            match std::mem::replace(&mut target.plan, Plan::Skip) {
+                Plan::Queued { submit } => {
+                    if submit {
+                        target.sub.submit();
+                    }
                     inline |= target.sub.is_inline();
+                }
+                Plan::HandedOff => {
+                    target.plan = Plan::HandedOff;
+                    handed_off = true;
                 }
                 Plan::FilterPanicked(failure) => target.sub.report_failure(&env, failure),
                 _ => {}
             }
         }
-        if inline {
+        if handed_off {
+            // The queued inline subscribers were submitted first: they run after the
+            // hand-offs but before anything the hand-offs' handlers publish.
+            dispatch::inline_frame(|| {
+                for target in &targets {
+                    if let Plan::HandedOff = target.plan {
+                        dispatch::run_inline(target.sub);
+                    }
+                }
+            });
+        } else if inline {
             dispatch::drain_inline();
         }
         Ok(Receipt {

@@ -152,3 +152,31 @@ fn inline_dispatch_is_breadth_first() {
     use Step::*;
     assert_eq!(*seen.lock().unwrap(), vec![A, A, B, B, C, C, D, D]);
 }
+
+/// Across topics too: an event published by a handler waits until every handler of
+/// the current event ran, even when its own subscriber is idle and could run at once.
+#[test]
+fn inline_dispatch_is_breadth_first_across_topics() {
+    #[derive(Debug)]
+    struct Caused;
+    let bus = Bus::builder().inline().build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let weak = bus.downgrade();
+    let log = seen.clone();
+    let _first = bus
+        .subscribe(move |_: &Envelope<Step>| {
+            log.lock().unwrap().push("first saw A");
+            weak.upgrade().unwrap().publish(Caused).unwrap();
+        })
+        .unwrap();
+    let log = seen.clone();
+    let _second = bus
+        .subscribe(move |_: &Envelope<Step>| log.lock().unwrap().push("second saw A"))
+        .unwrap();
+    let log = seen.clone();
+    let _caused = bus
+        .subscribe(move |_: &Envelope<Caused>| log.lock().unwrap().push("caused"))
+        .unwrap();
+    bus.publish(Step::A).unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec!["first saw A", "second saw A", "caused"]);
+}

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p crier-benches --bench report             # the full run, ~2 minutes
 //! cargo bench -p crier-benches --bench report -- --quick  # a smoke run, ~10 seconds
+//! cargo bench -p crier-benches --bench report -- B1 B3    # only these scenarios
 //! ```
 //!
 //! Ratios are crier's cost divided by the peer's (time per event, or latency): below
@@ -201,7 +202,10 @@ fn b6() {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Vec<&str> = args.iter().filter(|a| a.starts_with('B')).map(String::as_str).collect();
+    let wanted = |id: &str| only.is_empty() || only.contains(&id);
     let settings = if quick { &QUICK } else { &FULL };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
@@ -209,10 +213,18 @@ fn main() {
         settings.rounds
     );
     println!("ratio = crier's cost ÷ the peer's (below 1.00: crier is faster); median (min–max)");
-    b1(settings);
-    b2(settings);
-    b3(settings);
-    b4(settings);
-    b5(settings);
-    b6();
+    type Scenario = (&'static str, fn(&Settings));
+    let scenarios: [Scenario; 6] = [
+        ("B1", b1),
+        ("B2", b2),
+        ("B3", b3),
+        ("B4", b4),
+        ("B5", b5),
+        ("B6", |_| b6()),
+    ];
+    for (id, run) in scenarios {
+        if wanted(id) {
+            run(settings);
+        }
+    }
 }
