@@ -182,14 +182,11 @@ pub(crate) fn run_inline<R: Runnable + 'static>(runnable: &Arc<R>) {
     }
 }
 
-/// Runs this thread's inline queue to empty, unless an outer frame already is.
-pub(crate) fn drain_inline() {
-    inline_frame(|| {});
-}
-
 /// Runs `first`, then this thread's inline queue to empty, as the thread's outermost
 /// inline frame: publishes nested in either only append to the queue. If an outer
-/// frame is already running, `first` is not run (callers check [`inline_running`]).
+/// frame is already running, this returns at once and that frame drains the queue;
+/// `first` is not run, so it must only do what an outermost frame may (hand-offs, which
+/// publishes make only where [`inline_running`] is false).
 pub(crate) fn inline_frame(first: impl FnOnce()) {
     let start = INLINE.with(|q| {
         let mut q = q.borrow_mut();

@@ -325,24 +325,24 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
 
         // Step 4: wake, and tell the error hooks of filters that panicked.
         let mut inline = false;
-        let mut handed_off = false;
         for target in &mut targets {
-            match std::mem::replace(&mut target.plan, Plan::Skip) {
+            match &target.plan {
                 Plan::Queued { submit } => {
-                    if submit {
+                    if *submit {
                         target.sub.submit();
                     }
                     inline |= target.sub.is_inline();
                 }
-                Plan::HandedOff => {
-                    target.plan = Plan::HandedOff;
-                    handed_off = true;
+                Plan::HandedOff => inline = true,
+                Plan::FilterPanicked(_) => {
+                    if let Plan::FilterPanicked(failure) = std::mem::replace(&mut target.plan, Plan::Skip) {
+                        target.sub.report_failure(&env, failure);
+                    }
                 }
-                Plan::FilterPanicked(failure) => target.sub.report_failure(&env, failure),
                 _ => {}
             }
         }
-        if handed_off {
+        if inline {
             // The queued inline subscribers were submitted first: they run after the
             // hand-offs but before anything the hand-offs' handlers publish.
             dispatch::inline_frame(|| {
@@ -352,8 +352,6 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                     }
                 }
             });
-        } else if inline {
-            dispatch::drain_inline();
         }
         Ok(Receipt {
             id: env.id(),

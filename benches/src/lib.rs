@@ -384,29 +384,38 @@ pub mod latency {
         use std::sync::Mutex;
 
         #[derive(Clone)]
-        pub struct Samples(Arc<(Mutex<Vec<u64>>, AtomicU64)>);
+        pub struct Samples(Arc<Shared>);
+
+        struct Shared {
+            latencies: Mutex<Vec<u64>>,
+            /// How many latencies `latencies` holds: the publisher spins on it.
+            seen: AtomicU64,
+        }
 
         impl Samples {
             pub fn new(capacity: u64) -> Samples {
                 let list = Vec::with_capacity(usize::try_from(capacity).expect("fits"));
-                Samples(Arc::new((Mutex::new(list), AtomicU64::new(0))))
+                Samples(Arc::new(Shared {
+                    latencies: Mutex::new(list),
+                    seen: AtomicU64::new(0),
+                }))
             }
 
             pub fn push(&self, latency: Duration) {
                 let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-                self.0 .0.lock().expect("not poisoned").push(ns);
-                self.0 .1.fetch_add(1, Ordering::Release);
+                self.0.latencies.lock().expect("not poisoned").push(ns);
+                self.0.seen.fetch_add(1, Ordering::Release);
             }
 
             /// Spins until `n` samples arrived: the publisher's core is idle anyway.
             pub fn wait_for(&self, n: u64) {
-                while self.0 .1.load(Ordering::Acquire) < n {
+                while self.0.seen.load(Ordering::Acquire) < n {
                     std::hint::spin_loop();
                 }
             }
 
             pub fn take(&self) -> Vec<u64> {
-                let mut list = std::mem::take(&mut *self.0 .0.lock().expect("not poisoned"));
+                let mut list = std::mem::take(&mut *self.0.latencies.lock().expect("not poisoned"));
                 list.sort_unstable();
                 list
             }
