@@ -178,6 +178,8 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 #[cfg(not(loom))]
+mod broadcast;
+#[cfg(not(loom))]
 mod builder;
 #[cfg(not(loom))]
 mod bus;
@@ -204,6 +206,7 @@ mod policy;
 mod receiver;
 #[cfg(not(loom))]
 mod registry;
+mod ring;
 mod schedule;
 #[cfg(not(loom))]
 mod shutdown;

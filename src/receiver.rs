@@ -3,9 +3,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::broadcast::RingReceiver;
 use crate::envelope::Envelope;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
 use crate::mailbox::Pop;
+use crate::ring::Read;
 use crate::stats::{Counters, SubscriberId, SubscriberStats};
 use crate::subscription::{Control, Registration};
 use crate::sync::{Arc, Ordering};
@@ -30,6 +32,31 @@ use crate::sync::{Arc, Ordering};
 /// When the bus shuts down, events already queued can still be received; after the
 /// last one, calls return `Closed`.
 ///
+/// # Memory
+///
+/// A receiver with no filter, a bounded capacity, and [`Overflow::Block`],
+/// [`Overflow::Reject`] or [`Overflow::DropOldest`] (the defaults are all of these)
+/// reads its topic's *broadcast ring*: a publish writes an event into the ring once,
+/// however many such receivers the topic has, and each reads it through a cursor of its
+/// own. The ring holds the larger of the bus's default capacity and the first such
+/// receiver's capacity, rounded up to a power of two (at most 65,536 events), and is
+/// allocated in chunks of 32 slots as events arrive. Each receiver is still bounded by
+/// its own capacity: `Block` and `Reject` stop the publisher when *it* is full, and
+/// `DropOldest` lags when *it* is full. A lagging `DropOldest` receiver keeps the
+/// events it has not caught up with alive until its next call (which reports the lag
+/// and lets them go) or until the ring wraps: at most the ring's capacity. An event
+/// every receiver has taken is not kept.
+///
+/// Other receivers (a filter, [`Overflow::DropNewest`], [`Overflow::BlockTimeout`],
+/// an unbounded mailbox, or a capacity larger than the topic's ring) keep a mailbox of
+/// their own. Both kinds behave the same to their user.
+///
+/// [`Overflow::Block`]: crate::Overflow::Block
+/// [`Overflow::Reject`]: crate::Overflow::Reject
+/// [`Overflow::DropOldest`]: crate::Overflow::DropOldest
+/// [`Overflow::DropNewest`]: crate::Overflow::DropNewest
+/// [`Overflow::BlockTimeout`]: crate::Overflow::BlockTimeout
+///
 /// # Example
 ///
 /// ```
@@ -47,37 +74,79 @@ use crate::sync::{Arc, Ordering};
 /// # Ok(()) }
 /// ```
 pub struct Receiver<E: Send + Sync + 'static> {
-    registration: Arc<Registration<E>>,
+    source: Source<E>,
 }
 
-enum Missed {
-    None,
-    Lagged(u64),
+/// Where a receiver's events come from: a share of its topic's broadcast ring (see
+/// `broadcast`), or a mailbox of its own for options the ring cannot give (a filter,
+/// `DropNewest`, `BlockTimeout`, an unbounded capacity).
+enum Source<E> {
+    Ring(Arc<RingReceiver<E>>),
+    Mailbox(Arc<Registration<E>>),
+}
+
+/// How long a receive may wait.
+#[derive(Clone, Copy)]
+pub(crate) enum Take {
+    NoWait,
+    Until(Option<Instant>),
 }
 
 impl<E: Send + Sync + 'static> Receiver<E> {
-    pub(crate) fn new(registration: Arc<Registration<E>>) -> Self {
-        Receiver { registration }
+    pub(crate) fn from_ring(receiver: Arc<RingReceiver<E>>) -> Self {
+        Receiver {
+            source: Source::Ring(receiver),
+        }
     }
 
-    fn missed(&self) -> Missed {
-        let lag = &self.registration.sub.counters.unreported_lag;
+    pub(crate) fn from_mailbox(registration: Arc<Registration<E>>) -> Self {
+        Receiver {
+            source: Source::Mailbox(registration),
+        }
+    }
+
+    fn control(&self) -> &dyn Control {
+        match &self.source {
+            Source::Ring(receiver) => &**receiver,
+            Source::Mailbox(registration) => &**registration,
+        }
+    }
+
+    fn take(&self, how: Take) -> Read<Envelope<E>> {
+        let registration = match &self.source {
+            Source::Ring(receiver) => return receiver.take(how),
+            Source::Mailbox(registration) => registration,
+        };
+        let sub = &registration.sub;
+        let lag = &sub.counters.unreported_lag;
         // A load first: the swap (a write to a line the publisher writes) only on lag.
-        if lag.load(Ordering::Acquire) == 0 {
-            return Missed::None;
+        if lag.load(Ordering::Acquire) > 0 {
+            match lag.swap(0, Ordering::AcqRel) {
+                0 => {}
+                n => return Read::Lagged(n),
+            }
         }
-        match lag.swap(0, Ordering::AcqRel) {
-            0 => Missed::None,
-            n => Missed::Lagged(n),
+        let popped = match how {
+            Take::NoWait => {
+                // Read before popping: nothing is pushed after the close, so "closed,
+                // then empty" means nothing more will ever come.
+                let closed = sub.mailbox.is_closed();
+                match sub.mailbox.pop() {
+                    Some(env) => Pop::Item(env),
+                    None if closed => Pop::Closed,
+                    None => Pop::Timeout,
+                }
+            }
+            Take::Until(deadline) => sub.mailbox.pop_blocking(deadline),
+        };
+        match popped {
+            Pop::Item(value) => {
+                Counters::add(&sub.counters.delivered, 1);
+                Read::Item { value, depth: 0 }
+            }
+            Pop::Timeout => Read::Empty,
+            Pop::Closed => Read::Closed,
         }
-    }
-
-    fn take(&self, deadline: Option<Instant>) -> Pop<Envelope<E>> {
-        let popped = self.registration.sub.mailbox.pop_blocking(deadline);
-        if let Pop::Item(_) = popped {
-            Counters::add(&self.registration.sub.counters.delivered, 1);
-        }
-        popped
     }
 
     /// Blocks until an event comes.
@@ -87,12 +156,10 @@ impl<E: Send + Sync + 'static> Receiver<E> {
     /// [`RecvError::Lagged`] if events were evicted since the last call;
     /// [`RecvError::Closed`] once the bus is shut down and nothing is left.
     pub fn recv(&self) -> Result<Envelope<E>, RecvError> {
-        if let Missed::Lagged(n) = self.missed() {
-            return Err(RecvError::Lagged(n));
-        }
-        match self.take(None) {
-            Pop::Item(env) => Ok(env),
-            Pop::Timeout | Pop::Closed => Err(RecvError::Closed),
+        match self.take(Take::Until(None)) {
+            Read::Item { value, .. } => Ok(value),
+            Read::Lagged(n) => Err(RecvError::Lagged(n)),
+            Read::Empty | Read::Closed => Err(RecvError::Closed),
         }
     }
 
@@ -102,20 +169,11 @@ impl<E: Send + Sync + 'static> Receiver<E> {
     ///
     /// [`TryRecvError::Empty`] if nothing is queued, otherwise as [`recv`](Self::recv).
     pub fn try_recv(&self) -> Result<Envelope<E>, TryRecvError> {
-        if let Missed::Lagged(n) = self.missed() {
-            return Err(TryRecvError::Lagged(n));
-        }
-        let sub = &self.registration.sub;
-        // Read before popping: nothing is pushed after the close, so "closed, then
-        // empty" means nothing more will ever come.
-        let closed = sub.mailbox.is_closed();
-        match sub.mailbox.pop() {
-            Some(env) => {
-                Counters::add(&sub.counters.delivered, 1);
-                Ok(env)
-            }
-            None if closed => Err(TryRecvError::Closed),
-            None => Err(TryRecvError::Empty),
+        match self.take(Take::NoWait) {
+            Read::Item { value, .. } => Ok(value),
+            Read::Lagged(n) => Err(TryRecvError::Lagged(n)),
+            Read::Empty => Err(TryRecvError::Empty),
+            Read::Closed => Err(TryRecvError::Closed),
         }
     }
 
@@ -126,13 +184,11 @@ impl<E: Send + Sync + 'static> Receiver<E> {
     /// [`RecvTimeoutError::Timeout`] if nothing came in time, otherwise as
     /// [`recv`](Self::recv).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Envelope<E>, RecvTimeoutError> {
-        if let Missed::Lagged(n) = self.missed() {
-            return Err(RecvTimeoutError::Lagged(n));
-        }
-        match self.take(Instant::now().checked_add(timeout)) {
-            Pop::Item(env) => Ok(env),
-            Pop::Timeout => Err(RecvTimeoutError::Timeout),
-            Pop::Closed => Err(RecvTimeoutError::Closed),
+        match self.take(Take::Until(Instant::now().checked_add(timeout))) {
+            Read::Item { value, .. } => Ok(value),
+            Read::Lagged(n) => Err(RecvTimeoutError::Lagged(n)),
+            Read::Empty => Err(RecvTimeoutError::Timeout),
+            Read::Closed => Err(RecvTimeoutError::Closed),
         }
     }
 
@@ -148,7 +204,10 @@ impl<E: Send + Sync + 'static> Receiver<E> {
 
     /// Events queued now.
     pub fn len(&self) -> usize {
-        self.registration.sub.mailbox.len()
+        match &self.source {
+            Source::Ring(receiver) => receiver.len(),
+            Source::Mailbox(registration) => registration.sub.mailbox.len(),
+        }
     }
 
     /// `true` when no event is queued now.
@@ -158,26 +217,30 @@ impl<E: Send + Sync + 'static> Receiver<E> {
 
     /// The receiver's subscriber id.
     pub fn id(&self) -> SubscriberId {
-        self.registration.sub.id
+        self.control().id()
     }
 
     /// A snapshot of the receiver's counters.
     pub fn stats(&self) -> SubscriberStats {
-        self.registration.stats()
+        self.control().stats()
     }
 }
 
 impl<E: Send + Sync + 'static> Drop for Receiver<E> {
     fn drop(&mut self) {
-        self.registration.unsubscribe();
+        self.control().unsubscribe();
     }
 }
 
 impl<E: Send + Sync + 'static> fmt::Debug for Receiver<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let topic = match &self.source {
+            Source::Ring(receiver) => receiver.topic_name(),
+            Source::Mailbox(registration) => &registration.sub.topic,
+        };
         f.debug_struct("Receiver")
-            .field("id", &self.registration.sub.id)
-            .field("topic", &self.registration.sub.topic)
+            .field("id", &self.id())
+            .field("topic", &topic)
             .field("queued", &self.len())
             .finish()
     }

@@ -1,6 +1,7 @@
 //! The topic registry: event types and names to topics, with type checking.
 
 use std::any::{Any, TypeId};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use dashmap::DashMap;
 
@@ -42,7 +43,7 @@ impl<E: Send + Sync + 'static> AnyTopic for TopicCore<E> {
 
 pub(crate) struct Registry {
     /// Each event type's default topic, named after the type.
-    defaults: DashMap<TypeId, Arc<dyn AnyTopic>>,
+    defaults: DashMap<TypeId, Arc<dyn AnyTopic>, BuildHasherDefault<TypeIdHasher>>,
     /// Named topics. A name is bound to the type of its first user, for good.
     named: DashMap<Box<str>, Arc<dyn AnyTopic>>,
     /// The high half of the next topic's `EventId` prefix: 32 random bits per process,
@@ -53,7 +54,7 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn new() -> Self {
         Registry {
-            defaults: DashMap::new(),
+            defaults: DashMap::default(),
             named: DashMap::new(),
             next_prefix: AtomicU64::new(process_random_bits() << 32),
         }
@@ -114,6 +115,28 @@ impl Registry {
     pub(crate) fn all(&self) -> Vec<Arc<dyn AnyTopic>> {
         let defaults = self.defaults.iter().map(|e| e.value().clone());
         defaults.chain(self.named.iter().map(|e| e.value().clone())).collect()
+    }
+}
+
+/// Hashes a `TypeId` by keeping the bits it writes: a type id is already a hash of
+/// the type, so SipHash on top of it only costs time on every publish by type.
+#[derive(Default)]
+pub(crate) struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+
+    /// Whatever else a `TypeId` may write in another std version: FNV-1a.
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::broadcast::{self, RingReceiver};
 use crate::envelope::Envelope;
 use crate::error::{BoxError, HandlerError, SubscribeError};
 use crate::policy::{Dispatch, Overflow};
@@ -159,19 +160,42 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// [`SubscribeError::ZeroCapacity`] for `capacity(0)`, [`SubscribeError::Closed`]
     /// once the bus is shut down.
     pub fn receiver(self) -> Result<Receiver<E>, SubscribeError> {
+        let bus = &self.topic.bus;
+        let capacity = self.capacity.unwrap_or(Some(bus.config.capacity));
+        let overflow = self.overflow.unwrap_or(bus.config.overflow);
+        let filtered = self.filter.is_some();
+        if let Some(capacity) = capacity.filter(|&c| broadcast::fits(c, overflow, filtered)) {
+            self.check_open(Some(capacity))?;
+            let core = &self.topic.core;
+            if let Some(seat) = core.join_ring(capacity, overflow, bus.config.capacity) {
+                let receiver = Arc::new(RingReceiver::new(self.name, seat, core.clone(), Arc::downgrade(bus)));
+                bus.remember(receiver.clone());
+                // A shutdown that started meanwhile may have missed this receiver.
+                if bus.runtime.is_closed() {
+                    receiver.unsubscribe();
+                    return Err(SubscribeError::Closed);
+                }
+                return Ok(Receiver::from_ring(receiver));
+            }
+        }
         let registration = self.register(Consumer::Receiver, None)?;
-        Ok(Receiver::new(registration))
+        Ok(Receiver::from_mailbox(registration))
+    }
+
+    fn check_open(&self, capacity: Option<usize>) -> Result<(), SubscribeError> {
+        if capacity == Some(0) {
+            return Err(SubscribeError::ZeroCapacity);
+        }
+        if self.topic.bus.runtime.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        Ok(())
     }
 
     fn register(self, consumer: Consumer, handler: Option<Handler<E>>) -> Result<Arc<Registration<E>>, SubscribeError> {
         let bus = &self.topic.bus;
         let capacity = self.capacity.unwrap_or(Some(bus.config.capacity));
-        if capacity == Some(0) {
-            return Err(SubscribeError::ZeroCapacity);
-        }
-        if bus.runtime.is_closed() {
-            return Err(SubscribeError::Closed);
-        }
+        self.check_open(capacity)?;
         let executor = match consumer {
             Consumer::Handler(Dispatch::Pool) => Some(bus.pool()?),
             Consumer::Handler(Dispatch::Thread) => {

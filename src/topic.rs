@@ -21,6 +21,12 @@
 //!    subscriber sees a topic's events in `seq` order. An idle inline subscriber is
 //!    *handed* the event instead of having it queued, when this thread is not already
 //!    running inline handlers (see `schedule` and `subscriber`).
+//!
+//!    Receivers that read the topic's broadcast ring (see `broadcast`) get the event
+//!    by one write into the ring, for all of them. Before anything else in this step,
+//!    the ring is checked for room: if a `Block` or `Reject` ring receiver is full, the
+//!    publish cancels every reservation and releases the lock, then refuses or sleeps
+//!    until that receiver reads, and starts again at step 2, as for a full mailbox.
 //! 4. **Wake**: submit the subscribers whose `notify` asked for it, then run the
 //!    hand-offs and this thread's inline queue, in one inline frame so that dispatch
 //!    stays breadth-first. (Error hooks of filters that panicked run here too: user code
@@ -29,6 +35,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::broadcast::{Reader, Readers, Seat};
 use crate::bus::BusShared;
 use crate::context;
 use crate::dispatch::{self, Runtime};
@@ -67,6 +74,35 @@ impl Wait {
     pub(crate) fn timeout(timeout: Duration) -> Wait {
         Wait::Until(Instant::now().checked_add(timeout))
     }
+
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::Never => None,
+            Wait::Until(deadline) => deadline,
+        }
+    }
+}
+
+/// Why a publish that waited for room gives up.
+enum GiveUp {
+    Closed,
+    Timeout,
+}
+
+impl GiveUp {
+    fn with<E>(self, event: E) -> PublishError<E> {
+        match self {
+            GiveUp::Closed => PublishError::Closed(event),
+            GiveUp::Timeout => PublishError::Timeout(event),
+        }
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 enum Plan {
@@ -101,15 +137,22 @@ enum Reservation {
     Full(usize),
 }
 
+/// What the commit lock guards.
+struct Commit<E> {
+    /// The next `seq`.
+    next_seq: u64,
+    /// The broadcast ring and its receivers, from the first receiver that reads one.
+    readers: Option<Readers<E>>,
+}
+
 pub(crate) struct TopicCore<E> {
     pub(crate) name: std::sync::Arc<str>,
     /// High half of every `EventId` of this topic.
     id_prefix: u64,
     /// Replaced, never mutated in place: publishers clone the `Arc` and let go.
     subscribers: RwLock<Arc<[Arc<Subscriber<E>>]>>,
-    /// The next `seq`. Held for step 3 of the protocol, by `close`, and by unsubscribe
-    /// as a barrier.
-    commit: Mutex<u64>,
+    /// Held for step 3 of the protocol, by `close`, and by unsubscribe as a barrier.
+    commit: Mutex<Commit<E>>,
     /// Set once, under `commit`.
     closed: AtomicBool,
     unrouted: AtomicU64,
@@ -129,7 +172,10 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             name,
             id_prefix,
             subscribers: RwLock::new(Arc::from(Vec::new())),
-            commit: Mutex::new(0),
+            commit: Mutex::new(Commit {
+                next_seq: 0,
+                readers: None,
+            }),
             // A topic made after shutdown sealed the others is closed at birth. This
             // runs under the registry shard's write lock, and shutdown sets `sealed`
             // before it takes those locks to close every topic: no topic escapes both.
@@ -146,6 +192,30 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         let mut next = list.to_vec();
         next.push(sub);
         *list = Arc::from(next);
+    }
+
+    /// Adds a receiver to the topic's broadcast ring (made on first use, with room for
+    /// `ring_capacity` events or `capacity` if more). `None` if the ring is smaller than
+    /// `capacity`: that receiver needs a mailbox.
+    pub(crate) fn join_ring(&self, capacity: usize, overflow: Overflow, ring_capacity: usize) -> Option<Seat<E>> {
+        let mut commit = self.commit.lock();
+        let readers = commit
+            .readers
+            .get_or_insert_with(|| Readers::new(ring_capacity.max(capacity)));
+        if capacity > readers.ring.capacity() {
+            return None;
+        }
+        Some(Seat {
+            ring: readers.ring.clone(),
+            reader: readers.join(capacity, overflow),
+        })
+    }
+
+    /// Removes a ring receiver; returns the ring position where it left.
+    pub(crate) fn leave_ring(&self, reader: &Reader) -> u64 {
+        let mut commit = self.commit.lock();
+        // `join_ring` made the readers before it made `reader`, and they stay.
+        commit.readers.as_mut().map_or(0, |readers| readers.leave(reader))
     }
 
     pub(crate) fn remove(&self, sub: &Subscriber<E>) {
@@ -177,18 +247,37 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
 
     pub(crate) fn clear_subscribers(&self) {
         *self.subscribers.write() = Arc::from(Vec::new());
+        if let Some(readers) = self.commit.lock().readers.as_mut() {
+            readers.clear();
+        }
     }
 
     pub(crate) fn stats(&self) -> TopicStats {
-        let published = *self.commit.lock();
+        let (published, ring_receivers) = {
+            let commit = self.commit.lock();
+            (commit.next_seq, commit.readers.as_ref().map_or(0, Readers::len))
+        };
         TopicStats {
             name: self.name.to_string(),
             event_type: std::any::type_name::<E>(),
             published,
             unrouted: self.unrouted.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
-            subscribers: self.subscribers.read().len(),
+            subscribers: self.subscribers.read().len() + ring_receivers,
         }
+    }
+
+    /// After a publish slept for room: whether it goes on, or gives up because the bus
+    /// is closing or its deadline passed (counted as refused by `refused`'s owner).
+    fn after_wait(&self, wait: Wait, refused: &AtomicU64) -> Result<(), GiveUp> {
+        if self.refuses(false) {
+            return Err(GiveUp::Closed);
+        }
+        if wait.deadline().is_some_and(|d| Instant::now() >= d) {
+            Counters::add(refused, 1);
+            return Err(GiveUp::Timeout);
+        }
+        Ok(())
     }
 
     fn refuse(&self, error: PublishError<E>) -> Result<Receipt, PublishError<E>> {
@@ -220,54 +309,57 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             });
         }
 
-        // Step 2: reserve.
-        loop {
+        let mut commit = loop {
+            // Step 2: reserve.
             match reserve(&mut targets, wait) {
-                Reservation::Ready => break,
+                Reservation::Ready => {}
                 Reservation::Full(i) => {
                     Counters::add(&targets[i].sub.counters.refused, 1);
                     return self.refuse(PublishError::Full(draft.event));
                 }
                 Reservation::Wait(i) => {
                     let target = &mut targets[i];
-                    // `reserve` asks to wait only when `wait` is `Until`.
-                    let deadline = match wait {
-                        Wait::Until(deadline) => deadline,
-                        Wait::Never => None,
-                    };
-                    let until = match (deadline, target.give_up_at) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
+                    let until = earliest(wait.deadline(), target.give_up_at);
                     let sub = target.sub;
                     // Only publishers outside handlers wait, and those are refused
                     // from the moment shutdown starts.
                     sub.mailbox
                         .slots()
                         .wait_for_space(until, || self.refuses(false) || !sub.is_active());
-                    if self.refuses(false) {
-                        return self.refuse(PublishError::Closed(draft.event));
-                    }
                     if !sub.is_active() {
                         target.plan = Plan::Skip;
                     }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        Counters::add(&sub.counters.refused, 1);
-                        return self.refuse(PublishError::Timeout(draft.event));
+                    if let Err(give_up) = self.after_wait(wait, &sub.counters.refused) {
+                        return self.refuse(give_up.with(draft.event));
                     }
+                    continue;
                 }
             }
-        }
 
-        // Step 3: commit.
-        let mut next_seq = self.commit.lock();
-        if self.refuses(in_handler) {
-            drop(next_seq);
+            // Step 3: commit, once the ring's receivers have room too.
+            let mut commit = self.commit.lock();
+            if self.refuses(in_handler) {
+                drop(commit);
+                cancel_all(&mut targets);
+                return self.refuse(PublishError::Closed(draft.event));
+            }
+            let Some(full) = commit.readers.as_mut().and_then(|r| r.check_room().err()) else {
+                break commit;
+            };
+            let ring = commit.readers.as_ref().map(|r| r.ring.clone());
+            drop(commit);
             cancel_all(&mut targets);
-            return self.refuse(PublishError::Closed(draft.event));
-        }
-        let seq = *next_seq;
-        *next_seq += 1;
+            let (Some(ring), Overflow::Block, Wait::Until(deadline)) = (ring, full.overflow, wait) else {
+                Counters::add(&full.counters.refused, 1);
+                return self.refuse(PublishError::Full(draft.event));
+            };
+            ring.wait_for_room(&full.cursor, deadline, || self.refuses(false) || !full.is_active());
+            if let Err(give_up) = self.after_wait(wait, &full.counters.refused) {
+                return self.refuse(give_up.with(draft.event));
+            }
+        };
+        let seq = commit.next_seq;
+        commit.next_seq += 1;
         let env = self.seal(draft, seq);
         let mut pushes = 0;
         for target in &mut targets {
@@ -318,7 +410,14 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             accepted += 1;
             target.plan = plan;
         }
-        drop(next_seq);
+        // The ring's receivers take every accepted event: one write for all of them.
+        let overwritten = commit.readers.as_ref().and_then(|readers| {
+            accepted += readers.len();
+            (readers.len() > 0).then(|| readers.write(&env)).flatten()
+        });
+        drop(commit);
+        // An event the ring let go of may run user code as it drops: not under the lock.
+        drop(overwritten);
         if accepted == 0 {
             self.unrouted.fetch_add(1, Ordering::Relaxed);
         }

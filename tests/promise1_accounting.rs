@@ -4,9 +4,10 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::checker::{EventKey, History};
-use common::{Probe, Token, FIVE_SECONDS};
+use common::{with_deadline, Probe, Token, FIVE_SECONDS};
 use crier::{Bus, Dispatch, Envelope, Overflow, PublishError};
 
 struct Ev {
@@ -198,4 +199,32 @@ fn event_ids_are_unique_across_topics() {
         assert!(ids.insert(b.publish(1).unwrap().id));
         assert!(ids.insert(bus.publish(1_u8).unwrap().id));
     }
+}
+
+#[test]
+fn threads_sharing_a_receiver_get_each_event_once() {
+    const EVENTS: u64 = 20_000;
+    let bus = Bus::builder().capacity(16).build().unwrap();
+    let rx = Arc::new(bus.receiver::<u64>().unwrap());
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let rx = rx.clone();
+            std::thread::spawn(move || rx.iter().map(|e| *e).collect::<Vec<u64>>())
+        })
+        .collect();
+    let got = with_deadline(Duration::from_secs(30), move || {
+        for n in 0..EVENTS {
+            bus.publish(n).unwrap();
+        }
+        bus.shutdown(FIVE_SECONDS).unwrap();
+        readers.into_iter().map(|r| r.join().unwrap()).collect::<Vec<_>>()
+    });
+    for mine in &got {
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "each reader sees topic order");
+    }
+    let mut all: Vec<u64> = got.concat();
+    all.sort_unstable();
+    assert_eq!(all, (0..EVENTS).collect::<Vec<_>>(), "every event exactly once");
+    let stats = rx.stats();
+    assert_eq!((stats.accepted, stats.delivered), (EVENTS, EVENTS));
 }

@@ -180,3 +180,80 @@ fn a_stalled_block_subscriber_does_not_stop_drop_policy_subscribers_of_other_top
         assert_eq!(fast.stats().delivered, 10_000);
     });
 }
+
+#[test]
+fn receivers_of_one_topic_each_keep_their_own_bound() {
+    // Receivers with different capacities and policies share the topic's ring; each is
+    // still bounded, and lags or blocks, by its own options.
+    let bus = Bus::builder().capacity(64).build().unwrap();
+    let small = bus.subscriber::<u32>().capacity(3).receiver().unwrap();
+    let lossy = bus
+        .subscriber::<u32>()
+        .capacity(2)
+        .overflow(Overflow::DropOldest)
+        .receiver()
+        .unwrap();
+    let large = bus.subscriber::<u32>().capacity(50).receiver().unwrap();
+    for n in 0..3_u32 {
+        bus.try_publish(n).unwrap();
+    }
+    assert!(
+        matches!(bus.try_publish(3_u32), Err(PublishError::Full(3))),
+        "the receiver of capacity 3 is full"
+    );
+    assert_eq!((small.len(), lossy.len(), large.len()), (3, 2, 3));
+    assert_eq!(*small.recv().unwrap(), 0);
+    bus.try_publish(3_u32).unwrap();
+    assert!(matches!(lossy.recv(), Err(RecvError::Lagged(2))));
+    let lossy_got: Vec<u32> = lossy.try_iter().map(|e| *e).collect();
+    let large_got: Vec<u32> = large.try_iter().map(|e| *e).collect();
+    assert_eq!((lossy_got, large_got), (vec![2, 3], vec![0, 1, 2, 3]));
+    for rx in [&small, &lossy, &large] {
+        let stats = rx.stats();
+        assert!(stats.is_balanced(), "{stats:?}");
+        assert_eq!(stats.accepted, 4);
+    }
+    assert_eq!(small.stats().refused, 1);
+    assert_eq!(lossy.stats().dropped.oldest, 2);
+}
+
+#[test]
+fn a_receiver_larger_than_the_topic_ring_gets_everything() {
+    // The topic's ring is sized by its first receiver; a later, larger one keeps a
+    // mailbox of its own, and nothing about it changes for its user.
+    let bus = Bus::builder().capacity(32).build().unwrap();
+    let first = bus.receiver::<u32>().unwrap();
+    let larger = bus.subscriber::<u32>().capacity(5_000).receiver().unwrap();
+    for n in 0..2_000_u32 {
+        bus.try_publish(n).unwrap_or_else(|_| {
+            // `first` holds 32: drain it to make room.
+            while first.try_recv().is_ok() {}
+            bus.try_publish(n).unwrap()
+        });
+    }
+    let got: Vec<u32> = larger.try_iter().map(|e| *e).collect();
+    assert_eq!(got, (0..2_000).collect::<Vec<_>>());
+    assert!(larger.stats().is_balanced());
+    assert_eq!(larger.stats().high_water, 2_000);
+}
+
+#[test]
+fn a_blocked_publisher_wakes_when_a_reader_makes_room() {
+    let bus = Bus::new();
+    let rx = bus.subscriber::<u32>().capacity(1).receiver().unwrap();
+    bus.publish(0_u32).unwrap();
+    let publisher = {
+        let bus = bus.clone();
+        std::thread::spawn(move || {
+            for n in 1..=100_u32 {
+                bus.publish(n).unwrap();
+            }
+        })
+    };
+    let got = with_deadline(FIVE_SECONDS, move || {
+        let got: Vec<u32> = (0..=100).map(|_| *rx.recv().unwrap()).collect();
+        publisher.join().unwrap();
+        got
+    });
+    assert_eq!(got, (0..=100).collect::<Vec<_>>());
+}

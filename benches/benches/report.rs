@@ -193,11 +193,13 @@ fn b6() {
     let (handler, receiver) = memory::per_idle_subscriber();
     println!("  bytes per idle pool subscriber:    {handler:.0}   target < 2048");
     println!("  bytes per idle receiver:           {receiver:.0}   target < 2048");
-    for receivers in [1, 4] {
-        let (per_event, per_receiver) = memory::per_queued_event(receivers);
-        println!(
-            "  bytes per queued event beyond the payload, {receivers} receiver(s): {per_event:.1} ({per_receiver:.1} per receiver)"
-        );
+    for queue in [memory::Queue::Ring, memory::Queue::Mailbox] {
+        for receivers in [1, 4] {
+            let (per_event, per_receiver) = memory::per_queued_event(receivers, queue);
+            println!(
+                "  bytes per queued event beyond the payload, {queue:?}, {receivers} receiver(s): {per_event:.1} ({per_receiver:.1} per receiver)"
+            );
+        }
     }
 }
 

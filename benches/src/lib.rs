@@ -521,18 +521,34 @@ pub mod memory {
         (per_handler, per_receiver)
     }
 
+    /// Where the queued events of `per_queued_event` wait.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Queue {
+        /// Bounded `Block` receivers: the topic's broadcast ring, shared.
+        Ring,
+        /// Unbounded receivers: a mailbox each.
+        Mailbox,
+    }
+
     /// Bytes per queued event, beyond its 64-byte payload, with `receivers` receivers
     /// that each hold every event: per event, and per event per receiver.
-    pub fn per_queued_event(receivers: usize) -> (f64, f64) {
+    pub fn per_queued_event(receivers: usize, queue: Queue) -> (f64, f64) {
         let bus = crier::Bus::new();
         let held: Vec<_> = (0..receivers)
-            .map(|_| bus.subscriber::<Payload>().unbounded().receiver().expect("bus is open"))
+            .map(|_| {
+                let builder = bus.subscriber::<Payload>();
+                let builder = match queue {
+                    Queue::Ring => builder.capacity(QUEUED as usize + 1),
+                    Queue::Mailbox => builder.unbounded(),
+                };
+                builder.receiver().expect("bus is open")
+            })
             .collect();
         // Warm up: the first publish creates the topic and per-thread state.
-        bus.publish(Payload::new(0)).expect("unbounded");
+        bus.publish(Payload::new(0)).expect("room for every event");
         let before = live_bytes();
         for n in 0..QUEUED {
-            bus.publish(Payload::new(n)).expect("unbounded");
+            bus.publish(Payload::new(n)).expect("room for every event");
         }
         let per_event = (live_bytes() - before) as f64 / QUEUED as f64;
         drop(held);
