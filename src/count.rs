@@ -126,15 +126,9 @@ impl Count {
             if stop() {
                 return false;
             }
-            match deadline {
-                None => guard = self.condvar.wait(guard),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return false;
-                    }
-                    guard = self.condvar.wait_timeout(guard, deadline - now);
-                }
+            match self.condvar.wait_deadline(guard, deadline) {
+                Some(woken) => guard = woken,
+                None => return false,
             }
         }
     }

@@ -356,15 +356,9 @@ impl<T: Clone> Ring<T> {
             if cursor.next() < head || cursor.is_closed() {
                 return true;
             }
-            match deadline {
-                None => lock = self.readable.wait(lock),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return false;
-                    }
-                    lock = self.readable.wait_timeout(lock, deadline - now);
-                }
+            match self.readable.wait_deadline(lock, deadline) {
+                Some(woken) => lock = woken,
+                None => return false,
             }
         }
     }
@@ -379,15 +373,9 @@ impl<T: Clone> Ring<T> {
             if !cursor.lossless || self.head() - next < cursor.capacity || stop() {
                 return;
             }
-            match deadline {
-                None => lock = self.writable.wait(lock),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return;
-                    }
-                    lock = self.writable.wait_timeout(lock, deadline - now);
-                }
+            match self.writable.wait_deadline(lock, deadline) {
+                Some(woken) => lock = woken,
+                None => return,
             }
         }
     }

@@ -114,7 +114,23 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{Condvar, Mutex};
+pub(crate) use imp::{Condvar, Mutex, MutexGuard};
+
+impl Condvar {
+    /// Waits until notified, or at most until `deadline` (`None`: no deadline). `None`
+    /// without waiting once the deadline has passed.
+    pub(crate) fn wait_deadline<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Option<std::time::Instant>,
+    ) -> Option<MutexGuard<'a, T>> {
+        let Some(deadline) = deadline else {
+            return Some(self.wait(guard));
+        };
+        let now = std::time::Instant::now();
+        (now < deadline).then(|| self.wait_timeout(guard, deadline - now))
+    }
+}
 
 #[cfg(not(loom))]
 pub(crate) use parking_lot::RwLock;
