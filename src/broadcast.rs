@@ -122,8 +122,9 @@ impl<E: Send + Sync + 'static> Readers<E> {
         }
     }
 
-    /// Writer, step 1: `Err` with a full lossless reader if one more event does not fit.
-    pub(crate) fn check_room(&mut self) -> Result<(), Arc<Reader>> {
+    /// Writer, step 1: `Err` with the seat of a full lossless reader if one more event
+    /// does not fit.
+    pub(crate) fn check_room(&mut self) -> Result<(), Seat<E>> {
         let head = self.ring.head();
         if head < self.room_until {
             return Ok(());
@@ -132,7 +133,10 @@ impl<E: Send + Sync + 'static> Readers<E> {
         for reader in self.readers.iter().filter(|r| r.cursor.is_lossless()) {
             let until = reader.cursor.next() + reader.cursor.capacity();
             if until <= head {
-                return Err(reader.clone());
+                return Err(Seat {
+                    ring: self.ring.clone(),
+                    reader: reader.clone(),
+                });
             }
             room_until = room_until.min(until);
         }

@@ -14,8 +14,8 @@ use crate::sync::{Arc, Ordering};
 
 /// A subscription the caller drains, instead of a handler the bus runs.
 ///
-/// A receiver has its own mailbox and overflow policy like any subscriber. Events
-/// queued in it are not "in flight" for [`Bus::wait_idle`](crate::Bus::wait_idle): they
+/// A receiver has its own capacity and overflow policy like any subscriber (where its
+/// events wait is under "Memory" below). Events queued for it are not "in flight" for [`Bus::wait_idle`](crate::Bus::wait_idle): they
 /// wait for the caller. Dropping the receiver unsubscribes; what was still queued is
 /// counted as dropped ([`DropReason::Unsubscribed`](crate::DropReason::Unsubscribed)).
 ///

@@ -41,8 +41,8 @@
 //! after and sees `WAITING`, and then it notifies under the mutex, which the sleeper
 //! holds from its `fetch_or` until the condvar releases it. Whoever changes what
 //! `stop()` reads notifies under the mutex unconditionally. Before sleeping, a reader
-//! polls briefly: on a busy topic the next event is usually a few hundred nanoseconds
-//! away.
+//! yields its core a few dozen times: on a busy topic the next event is usually only
+//! microseconds away.
 //!
 //! # Invariants
 //!
@@ -203,7 +203,12 @@ impl<T: Clone> Ring<T> {
     /// cached bound instead, see `broadcast::Readers::check_room`.)
     #[cfg(loom)]
     pub(crate) fn has_room(&self, cursor: &Cursor) -> bool {
-        !cursor.lossless || self.head() - cursor.next() < cursor.capacity
+        self.fits(cursor, cursor.next())
+    }
+
+    /// One more position fits a cursor that reads at `next`.
+    fn fits(&self, cursor: &Cursor, next: u64) -> bool {
+        !cursor.lossless || self.head() - next < cursor.capacity
     }
 
     /// Writer, step 2: writes `value` at `head` for `readers` cursors. Returns what the
@@ -370,7 +375,7 @@ impl<T: Clone> Ring<T> {
         let mut lock = self.lock.lock();
         loop {
             let next = cursor.next.fetch_or(WAITING, Ordering::AcqRel) & !WAITING;
-            if !cursor.lossless || self.head() - next < cursor.capacity || stop() {
+            if self.fits(cursor, next) || stop() {
                 return;
             }
             match self.writable.wait_deadline(lock, deadline) {

@@ -343,13 +343,12 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 cancel_all(&mut targets);
                 return self.refuse(PublishError::Closed(draft.event));
             }
-            let Some(full) = commit.readers.as_mut().and_then(|r| r.check_room().err()) else {
+            let Some(Seat { ring, reader: full }) = commit.readers.as_mut().and_then(|r| r.check_room().err()) else {
                 break commit;
             };
-            let ring = commit.readers.as_ref().map(|r| r.ring.clone());
             drop(commit);
             cancel_all(&mut targets);
-            let (Some(ring), Overflow::Block, Wait::Until(deadline)) = (ring, full.overflow, wait) else {
+            let (Overflow::Block, Wait::Until(deadline)) = (full.overflow, wait) else {
                 Counters::add(&full.counters.refused, 1);
                 return self.refuse(PublishError::Full(draft.event));
             };
@@ -411,10 +410,11 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             target.plan = plan;
         }
         // The ring's receivers take every accepted event: one write for all of them.
-        let overwritten = commit.readers.as_ref().and_then(|readers| {
+        let mut overwritten = None;
+        if let Some(readers) = commit.readers.as_ref().filter(|r| r.len() > 0) {
             accepted += readers.len();
-            (readers.len() > 0).then(|| readers.write(&env)).flatten()
-        });
+            overwritten = readers.write(&env);
+        }
         drop(commit);
         // An event the ring let go of may run user code as it drops: not under the lock.
         drop(overwritten);
