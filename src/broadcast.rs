@@ -1,24 +1,35 @@
-//! Receivers that read their topic's broadcast ring instead of a mailbox of their own.
+//! Readers of their topic's broadcast ring: receivers and push subscribers that read
+//! the ring instead of a mailbox of their own.
 //!
-//! A pull receiver with no filter, a bounded capacity and an overflow policy of
-//! `Block`, `Reject` or `DropOldest` gets every event its topic accepts after it joined,
-//! so its "mailbox" is a window on the topic's [`Ring`]: a publish writes an event once,
-//! however many such receivers there are (see `ring` for the protocol). Receivers with
-//! other options keep a mailbox; both kinds behave the same to their user.
+//! A reader with no filter, a bounded capacity and an overflow policy of `Block`,
+//! `Reject` or `DropOldest` gets every event its topic accepts after it joined, so its
+//! "mailbox" is a window on the topic's [`Ring`]: a publish writes an event once,
+//! however many such readers there are (see `ring` for the protocol). A pull receiver
+//! reads its window itself ([`RingReceiver`]); a push subscriber on the pool or a
+//! thread of its own ([`RingSubscriber`]) is notified after every write, as a mailbox
+//! subscriber is after every push, and its runner reads the window. Readers with other
+//! options keep a mailbox; both kinds behave the same to their user.
 //!
 //! # Accounting
 //!
-//! The publisher writes no per-receiver counter: a receiver's counts follow from ring
-//! positions. A receiver that joined at `joined`, reads at `next`, and ends at `end`
+//! The publisher writes no per-reader counter: a reader's counts follow from ring
+//! positions. A reader that joined at `joined`, reads at `next`, and ends at `end`
 //! (the ring's head, or the head when it left):
 //! - `accepted = end - joined` (every position written while it was subscribed);
 //! - `queued = min(end - next, capacity)`;
 //! - `dropped.oldest` = the lag it was told of, plus `end - next - queued` not yet told;
-//! - `delivered` counts reads; positions in `[joined, next)` were read or lagged past.
+//! - `delivered` (and `failed`, for a push subscriber) counts what it took; positions
+//!   in `[joined, next)` were taken or lagged past.
 //!
-//! So `delivered + dropped + queued == accepted` holds by construction. When the
-//! receiver leaves, what it had not read is counted as dropped (`Unsubscribed` for what
-//! was queued, `Oldest` for what it had lagged past).
+//! So `delivered + failed + dropped + queued == accepted` holds by construction, once
+//! the events taken have been handled. When the reader leaves, what it had not read is
+//! counted as dropped (`Unsubscribed` for what was queued, `Oldest` for what it had
+//! lagged past). A reader never reads at or past `end`: a receiver leaves and then
+//! skips to `end` on one thread, and a push subscriber leaves under its run lock,
+//! where its runner reads (see `subscriber`).
+//!
+//! For `wait_idle`, every write counts one delivery in flight per push subscriber on
+//! the ring; its runner settles each position it handles, lags past or discards.
 
 use crate::bus::BusShared;
 use crate::envelope::Envelope;
@@ -26,6 +37,7 @@ use crate::policy::{DropReason, Overflow};
 use crate::receiver::Take;
 use crate::ring::{Cursor, Read, Ring};
 use crate::stats::{Consumer, Counters, SubscriberId, SubscriberStats};
+use crate::subscriber::Subscriber;
 use crate::subscription::Control;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, Weak};
 use crate::topic::TopicCore;
@@ -37,40 +49,104 @@ pub(crate) fn fits(capacity: usize, overflow: Overflow, filtered: bool) -> bool 
     capacity <= crate::ring::MAX_CAPACITY && policy && !filtered
 }
 
-/// One receiver's state that the topic's publishers also read. Not generic: it only
-/// holds positions and counters.
+/// One reader's state that the topic's publishers also read. Not generic: it only
+/// holds positions and counts.
 pub(crate) struct Reader {
     pub(crate) cursor: Cursor,
     pub(crate) overflow: Overflow,
-    /// The first position this receiver gets.
+    /// The first position this reader gets.
     joined: u64,
     /// The head when it left; `u64::MAX` while subscribed. Written under the commit lock.
     left: AtomicU64,
-    /// Cleared once, by unsubscribe or shutdown.
-    active: AtomicBool,
-    /// `delivered`, `dropped` and `refused` are used; `accepted` follows from positions.
-    pub(crate) counters: Counters,
+    /// Publishes refused because this reader was full.
+    pub(crate) refused: AtomicU64,
     /// The most positions found unread at a read.
     high_water: AtomicU64,
 }
 
 impl Reader {
-    pub(crate) fn is_active(&self) -> bool {
-        self.active.load(Ordering::SeqCst)
+    /// Publishers waiting for room in this reader stop waiting once it left.
+    pub(crate) fn has_left(&self) -> bool {
+        self.left.load(Ordering::SeqCst) != u64::MAX
     }
 }
 
-/// A receiver's place on its topic's ring: the ring, and its reader state there.
+/// A reader's place on its topic's ring: the ring, and its reader state there. The
+/// inbox of a ring receiver or a ring subscriber.
 pub(crate) struct Seat<E> {
     pub(crate) ring: Arc<Ring<Envelope<E>>>,
     pub(crate) reader: Arc<Reader>,
 }
 
-/// The topic's side: its ring and the receivers reading it. Guarded by the topic's
-/// commit lock, like everything a publish decides.
+impl<E: Send + Sync + 'static> Seat<E> {
+    /// Reads the next position, noting how deep the backlog was.
+    pub(crate) fn read(&self, how: Take) -> Read<Envelope<E>> {
+        let cursor = &self.reader.cursor;
+        let read = match how {
+            Take::NoWait => self.ring.try_read(cursor),
+            Take::Until(deadline) => self.ring.read(cursor, deadline),
+        };
+        if let Read::Item { depth, .. } = &read {
+            // A plain load first: the RMW is paid only when the mark moves.
+            if *depth > self.reader.high_water.load(Ordering::Relaxed) {
+                self.reader.high_water.fetch_max(*depth, Ordering::Relaxed);
+            }
+        }
+        read
+    }
+
+    /// The ring's head, or where this reader left it: every position below was
+    /// written for it.
+    fn end(&self) -> u64 {
+        // The head first: if `left` is still unset after it, the reader leaves later,
+        // at a head no lower than this one. (Read the other way round, a leave and more
+        // writes in between would count positions never written for this reader.)
+        let head = self.ring.head();
+        match self.reader.left.load(Ordering::SeqCst) {
+            u64::MAX => head,
+            left => left,
+        }
+    }
+
+    /// `(queued, lagged past but not yet told)`.
+    pub(crate) fn unread(&self) -> (u64, u64) {
+        let unread = self.end().saturating_sub(self.reader.cursor.next());
+        let queued = unread.min(self.reader.cursor.capacity());
+        (queued, unread - queued)
+    }
+
+    /// Passes over everything unread, letting those events go; returns `(queued,
+    /// lagged past)` as they were.
+    pub(crate) fn skip_unread(&self) -> (u64, u64) {
+        let skipped = self.ring.skip_to(&self.reader.cursor, self.end());
+        let queued = skipped.min(self.reader.cursor.capacity());
+        (queued, skipped - queued)
+    }
+
+    /// The stats that follow from positions (see the module docs).
+    pub(crate) fn fill(&self, stats: &mut SubscriberStats) {
+        let reader = &self.reader;
+        let (queued, untold) = self.unread();
+        stats.capacity = Some(reader.cursor.capacity() as usize);
+        stats.accepted = self.end() - reader.joined;
+        stats.queued = queued;
+        stats.high_water = reader.high_water.load(Ordering::Relaxed).max(queued);
+        stats.dropped.oldest += untold;
+        stats.refused += reader.refused.load(Ordering::Relaxed);
+    }
+}
+
+/// A push subscriber reading its topic's ring; its runner is notified after every
+/// write (see `inbox`).
+pub(crate) type RingSubscriber<E> = Subscriber<E, Seat<E>>;
+
+/// The topic's side: its ring and the readers on it. Guarded by the topic's commit
+/// lock, like everything a publish decides.
 pub(crate) struct Readers<E> {
     pub(crate) ring: Arc<Ring<Envelope<E>>>,
     readers: Vec<Arc<Reader>>,
+    /// The push subscribers among the readers.
+    runners: Vec<Arc<RingSubscriber<E>>>,
     /// Positions below this fit every lossless cursor, as of the last look at them:
     /// cursors only move forward, so the bound stays true until a lossless one joins.
     room_until: u64,
@@ -81,15 +157,23 @@ impl<E: Send + Sync + 'static> Readers<E> {
         Readers {
             ring: Arc::new(Ring::new(capacity)),
             readers: Vec::new(),
+            runners: Vec::new(),
             room_until: u64::MAX,
         }
     }
 
+    /// Readers of every kind.
     pub(crate) fn len(&self) -> usize {
         self.readers.len()
     }
 
-    pub(crate) fn join(&mut self, capacity: usize, overflow: Overflow) -> Arc<Reader> {
+    /// Push subscribers: each write is a delivery in flight for each of them.
+    pub(crate) fn runners(&self) -> usize {
+        self.runners.len()
+    }
+
+    /// A new reader; it gets every position written from now on.
+    pub(crate) fn join(&mut self, capacity: usize, overflow: Overflow) -> Seat<E> {
         let head = self.ring.head();
         let lossless = !matches!(overflow, Overflow::DropOldest);
         let reader = Arc::new(Reader {
@@ -97,20 +181,29 @@ impl<E: Send + Sync + 'static> Readers<E> {
             overflow,
             joined: head,
             left: AtomicU64::new(u64::MAX),
-            active: AtomicBool::new(true),
-            counters: Counters::default(),
+            refused: AtomicU64::new(0),
             high_water: AtomicU64::new(0),
         });
         if lossless {
             self.room_until = self.room_until.min(head + capacity as u64);
         }
         self.readers.push(reader.clone());
-        reader
+        Seat {
+            ring: self.ring.clone(),
+            reader,
+        }
+    }
+
+    /// Registers the push subscriber reading `sub.inbox`, in the same hold of the lock
+    /// as its `join`: every position it gets is notified and counted in flight.
+    pub(crate) fn add_runner(&mut self, sub: Arc<RingSubscriber<E>>) {
+        self.runners.push(sub);
     }
 
     /// Removes `reader`; returns the head at which it left.
     pub(crate) fn leave(&mut self, reader: &Reader) -> u64 {
         self.readers.retain(|r| !std::ptr::eq(&**r, reader));
+        self.runners.retain(|s| !std::ptr::eq(&*s.inbox.reader, reader));
         let head = self.ring.head();
         match reader
             .left
@@ -144,11 +237,20 @@ impl<E: Send + Sync + 'static> Readers<E> {
         Ok(())
     }
 
-    /// Writer, step 2, after `check_room`: writes the event for every reader. Returns
-    /// the envelope it overwrote, for the caller to drop outside the commit lock.
-    pub(crate) fn write(&self, env: &Envelope<E>) -> Option<Envelope<E>> {
+    /// Writer, step 2, after `check_room`: writes the event for every reader and
+    /// notifies the push subscribers, adding to `wake` those the caller must submit
+    /// once the lock is released. Returns the envelope it overwrote, for the caller to
+    /// drop outside the commit lock.
+    pub(crate) fn write(&self, env: &Envelope<E>, wake: &mut Vec<Arc<RingSubscriber<E>>>) -> Option<Envelope<E>> {
         let readers = u32::try_from(self.readers.len()).unwrap_or(u32::MAX);
-        self.ring.write(env.clone(), readers)
+        let overwritten = self.ring.write(env.clone(), readers);
+        // After the write: a runner that sees `NOTIFIED` finds the event.
+        for sub in &self.runners {
+            if sub.notify() {
+                wake.push(sub.clone());
+            }
+        }
+        overwritten
     }
 
     pub(crate) fn clear(&mut self) {
@@ -158,6 +260,7 @@ impl<E: Send + Sync + 'static> Readers<E> {
                 .left
                 .compare_exchange(u64::MAX, head, Ordering::SeqCst, Ordering::SeqCst);
         }
+        self.runners.clear();
     }
 }
 
@@ -165,26 +268,25 @@ impl<E: Send + Sync + 'static> Readers<E> {
 pub(crate) struct RingReceiver<E> {
     pub(crate) id: SubscriberId,
     name: std::sync::Arc<str>,
-    reader: Arc<Reader>,
-    ring: Arc<Ring<Envelope<E>>>,
+    seat: Seat<E>,
+    /// `delivered` and `dropped` are used; `accepted` follows from positions.
+    counters: Counters,
+    /// Cleared once, by unsubscribe or shutdown.
+    active: AtomicBool,
     topic: Arc<TopicCore<E>>,
     bus: Weak<BusShared>,
 }
 
 impl<E: Send + Sync + 'static> RingReceiver<E> {
-    pub(crate) fn new(
-        name: Option<String>,
-        Seat { ring, reader }: Seat<E>,
-        topic: Arc<TopicCore<E>>,
-        bus: Weak<BusShared>,
-    ) -> Self {
+    pub(crate) fn new(name: Option<String>, seat: Seat<E>, topic: Arc<TopicCore<E>>, bus: Weak<BusShared>) -> Self {
         let id = SubscriberId::next();
         let name = name.unwrap_or_else(|| format!("subscriber-{}", id.0));
         RingReceiver {
             id,
             name: name.into(),
-            reader,
-            ring,
+            seat,
+            counters: Counters::default(),
+            active: AtomicBool::new(true),
             topic,
             bus,
         }
@@ -196,43 +298,18 @@ impl<E: Send + Sync + 'static> RingReceiver<E> {
 
     /// Reads the next event, counting what the read found.
     pub(crate) fn take(&self, how: Take) -> Read<Envelope<E>> {
-        let cursor = &self.reader.cursor;
-        let read = match how {
-            Take::NoWait => self.ring.try_read(cursor),
-            Take::Until(deadline) => self.ring.read(cursor, deadline),
-        };
-        let counters = &self.reader.counters;
+        let read = self.seat.read(how);
         match &read {
-            Read::Item { depth, .. } => {
-                Counters::add(&counters.delivered, 1);
-                if *depth > self.reader.high_water.load(Ordering::Relaxed) {
-                    self.reader.high_water.fetch_max(*depth, Ordering::Relaxed);
-                }
-            }
-            Read::Lagged(n) => counters.drop_n(DropReason::Oldest, *n),
+            Read::Item { .. } => Counters::add(&self.counters.delivered, 1),
+            Read::Lagged(n) => self.counters.drop_n(DropReason::Oldest, *n),
             Read::Empty | Read::Closed => {}
         }
         read
     }
 
-    /// The ring's head, or where this receiver left it.
-    fn end(&self) -> u64 {
-        match self.reader.left.load(Ordering::SeqCst) {
-            u64::MAX => self.ring.head(),
-            left => left,
-        }
-    }
-
-    /// `(queued, lagged past but not yet told)`.
-    fn unread(&self) -> (u64, u64) {
-        let unread = self.end().saturating_sub(self.reader.cursor.next());
-        let queued = unread.min(self.reader.cursor.capacity());
-        (queued, unread - queued)
-    }
-
     /// Events queued now.
     pub(crate) fn len(&self) -> usize {
-        self.unread().0 as usize
+        self.seat.unread().0 as usize
     }
 }
 
@@ -242,65 +319,57 @@ impl<E: Send + Sync + 'static> Control for RingReceiver<E> {
     }
 
     fn stats(&self) -> SubscriberStats {
-        let reader = &self.reader;
-        let c = &reader.counters;
-        let end = self.end();
-        let (queued, untold) = self.unread();
-        let mut dropped = c.dropped();
-        dropped.oldest += untold;
-        SubscriberStats {
+        let c = &self.counters;
+        let mut stats = SubscriberStats {
             id: self.id,
             name: self.name.to_string(),
             topic: self.topic.name.to_string(),
             consumer: Consumer::Receiver,
-            overflow: reader.overflow,
-            capacity: Some(reader.cursor.capacity() as usize),
-            accepted: end - reader.joined,
+            overflow: self.seat.reader.overflow,
+            capacity: None,
+            accepted: 0,
             delivered: c.delivered.load(Ordering::Relaxed),
             failed: 0,
-            dropped,
-            refused: c.refused.load(Ordering::Relaxed),
-            queued,
-            high_water: reader.high_water.load(Ordering::Relaxed).max(queued),
+            dropped: c.dropped(),
+            refused: 0,
+            queued: 0,
+            high_water: 0,
             last_error: None,
-        }
+        };
+        self.seat.fill(&mut stats);
+        stats
     }
 
     fn unsubscribe(&self) -> SubscriberStats {
-        let reader = &self.reader;
         // Once this receiver has left, no publish writes for it. (Shutdown clears
         // `active` first and takes every receiver off the ring itself.)
-        let end = if reader.active.swap(false, Ordering::SeqCst) {
-            let end = self.topic.leave_ring(reader);
+        if self.active.swap(false, Ordering::SeqCst) {
+            self.topic.leave_ring(&self.seat.reader);
             // Publishers waiting for room in this receiver stop waiting for it.
-            self.ring.wake_writers();
-            self.ring.close(&reader.cursor);
+            self.seat.ring.wake_writers();
+            self.seat.ring.close(&self.seat.reader.cursor);
             if let Some(bus) = self.bus.upgrade() {
                 bus.forget(self.id);
             }
-            end
-        } else {
-            self.end()
-        };
+        }
         // What it had not read is dropped, counted as a mailbox's backlog would be.
-        let skipped = self.ring.skip_to(&reader.cursor, end);
-        let queued = skipped.min(reader.cursor.capacity());
-        reader.counters.drop_n(DropReason::Unsubscribed, queued);
-        reader.counters.drop_n(DropReason::Oldest, skipped - queued);
+        let (queued, lagged) = self.seat.skip_unread();
+        self.counters.drop_n(DropReason::Unsubscribed, queued);
+        self.counters.drop_n(DropReason::Oldest, lagged);
         self.stats()
     }
 
     fn wake_publishers(&self) {
-        self.ring.wake_writers();
+        self.seat.ring.wake_writers();
     }
 
     fn retire(&self, _grace: std::time::Duration) -> bool {
-        self.reader.active.store(false, Ordering::SeqCst);
+        self.active.store(false, Ordering::SeqCst);
         true
     }
 
     fn close_input(&self) {
-        self.ring.close(&self.reader.cursor);
+        self.seat.ring.close(&self.seat.reader.cursor);
     }
 }
 

@@ -63,7 +63,9 @@ impl BusShared {
         self.subscribers.remove(&id);
     }
 
-    fn make_topic<E: Send + Sync + 'static>(&self) -> impl FnOnce(std::sync::Arc<str>, u64) -> TopicCore<E> + '_ {
+    fn make_topic<E: Send + Sync + 'static>(
+        &self,
+    ) -> impl FnOnce(crate::registry::TopicName, u64) -> TopicCore<E> + '_ {
         move |name, prefix| TopicCore::new(name, prefix, self.clock.clone(), self.runtime.clone())
     }
 

@@ -84,7 +84,7 @@ impl fmt::Debug for Headers {
 #[derive(Debug, Clone)]
 pub(crate) struct Metadata {
     pub(crate) id: EventId,
-    pub(crate) topic: Arc<str>,
+    pub(crate) topic: crate::registry::TopicName,
     pub(crate) seq: u64,
     pub(crate) published_at: SystemTime,
     pub(crate) key: Option<Box<str>>,

@@ -203,7 +203,7 @@ impl fmt::Display for Failure {
 #[derive(Debug)]
 pub struct HandlerError {
     pub(crate) subscriber: std::sync::Arc<str>,
-    pub(crate) topic: std::sync::Arc<str>,
+    pub(crate) topic: crate::registry::TopicName,
     pub(crate) event_id: crate::EventId,
     pub(crate) attempt: u32,
     pub(crate) failure: Failure,

@@ -1,8 +1,8 @@
 //! An embeddable, in-process, typed event bus.
 //!
 //! A service builds one [`Bus`] at start-up, subscribes handlers, and publishes typed
-//! events that return at once. Each subscriber has its own bounded mailbox (a lock-free
-//! crossbeam channel) and picks where its handler runs and what a full mailbox does.
+//! events that return at once. Each subscriber has its own bounded mailbox and picks
+//! where its handler runs and what a full mailbox does.
 //! Every event is accounted for, and tests wait for the bus to go idle instead of
 //! sleeping.
 //!
@@ -164,6 +164,16 @@
 //! Every mailbox is bounded (1024 events by default) unless a subscriber asks for
 //! [`SubscriberBuilder::unbounded`]; its depth and high-water mark are in the stats.
 //!
+//! A mailbox is not always a queue of its own. Subscribers and receivers with no
+//! filter, a bounded capacity and [`Overflow::Block`], [`Overflow::Reject`] or
+//! [`Overflow::DropOldest`] (the defaults), running on the pool or a thread of their
+//! own or pulling through a [`Receiver`], share their topic's *broadcast ring*: a
+//! publish writes an event there once, however many of them there are, and each reads
+//! it through a cursor of its own, still bounded by its own capacity and policy.
+//! Inline subscribers, and those with other options, keep a lock-free queue of their
+//! own (a crossbeam channel). Both kinds behave the same; [`Receiver`]'s docs give the
+//! ring's memory bound.
+//!
 //! # Testing
 //!
 //! Build the bus with [`BusBuilder::inline`] and every handler has run when `publish`
@@ -196,6 +206,8 @@ mod envelope;
 mod error;
 #[cfg(not(loom))]
 mod in_flight;
+#[cfg(not(loom))]
+mod inbox;
 #[cfg(not(loom))]
 mod mailbox;
 #[cfg(not(loom))]

@@ -49,7 +49,8 @@ use crate::sync::{Arc, Ordering};
 ///
 /// Other receivers (a filter, [`Overflow::DropNewest`], [`Overflow::BlockTimeout`],
 /// an unbounded mailbox, or a capacity larger than the topic's ring) keep a mailbox of
-/// their own. Both kinds behave the same to their user.
+/// their own. Both kinds behave the same to their user. Push subscribers on the pool or
+/// a thread of their own choose the same way, and share the same ring.
 ///
 /// [`Overflow::Block`]: crate::Overflow::Block
 /// [`Overflow::Reject`]: crate::Overflow::Reject
@@ -130,14 +131,14 @@ impl<E: Send + Sync + 'static> Receiver<E> {
             Take::NoWait => {
                 // Read before popping: nothing is pushed after the close, so "closed,
                 // then empty" means nothing more will ever come.
-                let closed = sub.mailbox.is_closed();
-                match sub.mailbox.pop() {
+                let closed = sub.inbox.is_closed();
+                match sub.inbox.pop() {
                     Some(env) => Pop::Item(env),
                     None if closed => Pop::Closed,
                     None => Pop::Timeout,
                 }
             }
-            Take::Until(deadline) => sub.mailbox.pop_blocking(deadline),
+            Take::Until(deadline) => sub.inbox.pop_blocking(deadline),
         };
         match popped {
             Pop::Item(value) => {
@@ -206,7 +207,7 @@ impl<E: Send + Sync + 'static> Receiver<E> {
     pub fn len(&self) -> usize {
         match &self.source {
             Source::Ring(receiver) => receiver.len(),
-            Source::Mailbox(registration) => registration.sub.mailbox.len(),
+            Source::Mailbox(registration) => registration.sub.inbox.len(),
         }
     }
 

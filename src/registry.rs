@@ -1,6 +1,7 @@
 //! The topic registry: event types and names to topics, with type checking.
 
 use std::any::{Any, TypeId};
+use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use dashmap::DashMap;
@@ -9,6 +10,38 @@ use crate::error::TopicError;
 use crate::stats::TopicStats;
 use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::topic::TopicCore;
+
+/// A topic's name, cloned into every envelope. A default topic's name is its event
+/// type's, a `&'static str`: cloning it touches no reference count, which every thread
+/// that drops an envelope would otherwise write. A named topic's is shared.
+#[derive(Clone)]
+pub(crate) enum TopicName {
+    Type(&'static str),
+    Named(std::sync::Arc<str>),
+}
+
+impl std::ops::Deref for TopicName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            TopicName::Type(name) => name,
+            TopicName::Named(name) => name,
+        }
+    }
+}
+
+impl fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
 
 /// What the bus needs from a topic, whatever its event type.
 pub(crate) trait AnyTopic: Send + Sync {
@@ -66,7 +99,7 @@ impl Registry {
 
     pub(crate) fn default_topic<E: Send + Sync + 'static>(
         &self,
-        make: impl FnOnce(std::sync::Arc<str>, u64) -> TopicCore<E>,
+        make: impl FnOnce(TopicName, u64) -> TopicCore<E>,
     ) -> Arc<TopicCore<E>> {
         let key = TypeId::of::<E>();
         let topic = match self.defaults.get(&key) {
@@ -74,7 +107,7 @@ impl Registry {
             None => self
                 .defaults
                 .entry(key)
-                .or_insert_with(|| Arc::new(make(std::any::type_name::<E>().into(), self.next_prefix())))
+                .or_insert_with(|| Arc::new(make(TopicName::Type(std::any::type_name::<E>()), self.next_prefix())))
                 .value()
                 .clone(),
         };
@@ -88,7 +121,7 @@ impl Registry {
     pub(crate) fn named_topic<E: Send + Sync + 'static>(
         &self,
         name: &str,
-        make: impl FnOnce(std::sync::Arc<str>, u64) -> TopicCore<E>,
+        make: impl FnOnce(TopicName, u64) -> TopicCore<E>,
     ) -> Result<Arc<TopicCore<E>>, TopicError> {
         validate_name(name)?;
         let topic = match self.named.get(name) {
@@ -96,7 +129,7 @@ impl Registry {
             None => self
                 .named
                 .entry(name.into())
-                .or_insert_with(|| Arc::new(make(name.into(), self.next_prefix())))
+                .or_insert_with(|| Arc::new(make(TopicName::Named(name.into()), self.next_prefix())))
                 .value()
                 .clone(),
         };

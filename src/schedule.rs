@@ -55,7 +55,10 @@ use crate::sync::{AtomicU8, Ordering};
 const SCHEDULED: u8 = 0b01;
 const NOTIFIED: u8 = 0b10;
 
+/// On a cache line of its own: publishers write it for every event, while the
+/// runner reads the subscriber's other fields for every event.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct ScheduleState(AtomicU8);
 
 impl ScheduleState {

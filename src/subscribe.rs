@@ -5,6 +5,7 @@ use std::fmt;
 use crate::broadcast::{self, RingReceiver};
 use crate::envelope::Envelope;
 use crate::error::{BoxError, HandlerError, SubscribeError};
+use crate::mailbox::Mailbox;
 use crate::policy::{Dispatch, Overflow};
 use crate::receiver::Receiver;
 use crate::stats::Consumer;
@@ -149,8 +150,8 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     {
         let dispatch = self.dispatch.unwrap_or(self.topic.bus.config.dispatch);
         let handler: Handler<E> = Box::new(move |env| handler(env).into_result());
-        let registration = self.register(Consumer::Handler(dispatch), Some(handler))?;
-        Ok(Subscription::new(registration))
+        let control = self.register(Consumer::Handler(dispatch), handler)?;
+        Ok(Subscription::new(control))
     }
 
     /// Creates a pull [`Receiver`] with these options.
@@ -168,18 +169,13 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             self.check_open(Some(capacity))?;
             let core = &self.topic.core;
             if let Some(seat) = core.join_ring(capacity, overflow, bus.config.capacity) {
-                let receiver = Arc::new(RingReceiver::new(self.name, seat, core.clone(), Arc::downgrade(bus)));
-                bus.remember(receiver.clone());
-                // A shutdown that started meanwhile may have missed this receiver.
-                if bus.runtime.is_closed() {
-                    receiver.unsubscribe();
-                    return Err(SubscribeError::Closed);
-                }
-                return Ok(Receiver::from_ring(receiver));
+                let receiver = RingReceiver::new(self.name, seat, core.clone(), Arc::downgrade(bus));
+                return Ok(Receiver::from_ring(remember(&self.topic, Arc::new(receiver))?));
             }
         }
-        let registration = self.register(Consumer::Receiver, None)?;
-        Ok(Receiver::from_mailbox(registration))
+        let topic = self.topic.clone();
+        let (parts, capacity) = self.parts(Consumer::Receiver, None)?;
+        Ok(Receiver::from_mailbox(register_mailbox(&topic, parts, capacity)?))
     }
 
     fn check_open(&self, capacity: Option<usize>) -> Result<(), SubscribeError> {
@@ -192,7 +188,13 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         Ok(())
     }
 
-    fn register(self, consumer: Consumer, handler: Option<Handler<E>>) -> Result<Arc<Registration<E>>, SubscribeError> {
+    /// The subscriber's parts and capacity, once the options are checked and its
+    /// executor is running.
+    fn parts(
+        self,
+        consumer: Consumer,
+        handler: Option<Handler<E>>,
+    ) -> Result<(Parts<E>, Option<usize>), SubscribeError> {
         let bus = &self.topic.bus;
         let capacity = self.capacity.unwrap_or(Some(bus.config.capacity));
         self.check_open(capacity)?;
@@ -204,32 +206,74 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             }
             Consumer::Handler(_) | Consumer::Receiver => None,
         };
-        let sub = Arc::new(Subscriber::new(Parts {
+        let parts = Parts {
             name: self.name,
             topic: self.topic.core.name.clone(),
             overflow: self.overflow.unwrap_or(bus.config.overflow),
-            capacity,
             consumer,
             executor,
             filter: self.filter,
             handler,
             error_hook: self.error_hook.or_else(|| bus.config.error_hook.clone()),
             runtime: bus.runtime.clone(),
-        }));
-        let registration = Arc::new(Registration {
-            sub: sub.clone(),
-            topic: self.topic.core.clone(),
-            bus: Arc::downgrade(bus),
-        });
-        bus.remember(registration.clone());
-        self.topic.core.add(sub);
-        // A shutdown that started meanwhile may have missed this subscriber.
-        if bus.runtime.is_closed() {
-            registration.unsubscribe();
-            return Err(SubscribeError::Closed);
-        }
-        Ok(registration)
+        };
+        Ok((parts, capacity))
     }
+
+    /// Registers a push subscriber: on the topic's broadcast ring where its options
+    /// allow (on the pool or a thread of its own, and as `broadcast::fits` says),
+    /// otherwise with a mailbox of its own.
+    fn register(self, consumer: Consumer, handler: Handler<E>) -> Result<Arc<dyn Control>, SubscribeError> {
+        let topic = self.topic.clone();
+        let (mut parts, capacity) = self.parts(consumer, Some(handler))?;
+        let on_ring = capacity
+            .filter(|&c| parts.executor.is_some() && broadcast::fits(c, parts.overflow, parts.filter.is_some()));
+        if let Some(capacity) = on_ring {
+            match topic
+                .core
+                .join_ring_subscriber(parts, capacity, topic.bus.config.capacity)
+            {
+                Ok(sub) => {
+                    let registration = Registration {
+                        sub,
+                        topic: topic.core.clone(),
+                        bus: Arc::downgrade(&topic.bus),
+                    };
+                    return Ok(remember(&topic, Arc::new(registration))?);
+                }
+                Err(back) => parts = back,
+            }
+        }
+        Ok(register_mailbox(&topic, parts, capacity)?)
+    }
+}
+
+/// Registers a subscriber with a mailbox of its own.
+fn register_mailbox<E: Send + Sync + 'static>(
+    topic: &Topic<E>,
+    parts: Parts<E>,
+    capacity: Option<usize>,
+) -> Result<Arc<Registration<E>>, SubscribeError> {
+    let sub = Arc::new(Subscriber::new(parts, Mailbox::new(capacity)));
+    let registration = Registration {
+        sub: sub.clone(),
+        topic: topic.core.clone(),
+        bus: Arc::downgrade(&topic.bus),
+    };
+    topic.core.add(sub);
+    remember(topic, Arc::new(registration))
+}
+
+/// Tells the bus about a subscriber that is already on its topic.
+fn remember<E, C: Control + 'static>(topic: &Topic<E>, control: Arc<C>) -> Result<Arc<C>, SubscribeError> {
+    let bus = &topic.bus;
+    bus.remember(control.clone());
+    // A shutdown that started meanwhile may have missed this subscriber.
+    if bus.runtime.is_closed() {
+        control.unsubscribe();
+        return Err(SubscribeError::Closed);
+    }
+    Ok(control)
 }
 
 impl<E> fmt::Debug for SubscriberBuilder<E> {

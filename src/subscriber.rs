@@ -7,13 +7,17 @@
 //! holds it while it handles a batch and checks `active` before every event. To
 //! unsubscribe:
 //! 1. clear `active`;
-//! 2. remove the subscriber from its topic's snapshot;
-//! 3. pass the topic's commit lock once: a publish that read the old snapshot commits
-//!    either before (its event is queued, step 5 counts it) or after (it sees `active`
-//!    clear under the lock and skips the subscriber);
-//! 4. lock `run` (waits for a running batch, unless the caller is that handler)
-//!    and take the closure out, so it never runs again and its captures are freed;
-//! 5. still under that lock, discard what is queued (and a handed-off event, below),
+//! 2. lock `run` (waits for a running batch, unless the caller is that handler);
+//! 3. take the subscriber off its topic (`Inbox::leave`). A mailbox subscriber leaves
+//!    the topic's snapshot, then passes the topic's commit lock once: a publish that
+//!    read the old snapshot commits either before (its event is queued, step 5 counts
+//!    it) or after (it sees `active` clear under the lock and skips the subscriber). A
+//!    ring subscriber leaves the ring under the commit lock, which records the last
+//!    position written for it. Leaving under the run lock matters for the ring: the
+//!    runner checks `active` and reads under that lock, so it never reads a position
+//!    written after it left (one that was not written for it);
+//! 4. take the closure out, so it never runs again and its captures are freed;
+//! 5. still under the run lock, discard what is queued (and a handed-off event, below),
 //!    counted as [`DropReason::Unsubscribed`]; a runner that sees `active` clear does
 //!    the same under the same lock, so the counters are settled when unsubscribe
 //!    returns.
@@ -34,6 +38,7 @@ use crate::context::{self, Delivery};
 use crate::dispatch::{self, Executor, Runnable, Runtime, Step};
 use crate::envelope::Envelope;
 use crate::error::{BoxError, Failure, HandlerError};
+use crate::inbox::{Inbox, Next};
 use crate::mailbox::Mailbox;
 use crate::policy::{Dispatch, DropReason, Overflow};
 use crate::schedule::ScheduleState;
@@ -52,16 +57,18 @@ pub(crate) enum Admission {
     FilterPanicked(Failure),
 }
 
-pub(crate) struct Subscriber<E> {
+/// `Q` is where its events wait: a mailbox of its own (the default), or a seat on the
+/// topic's broadcast ring (see `inbox`).
+pub(crate) struct Subscriber<E, Q = Mailbox<Envelope<E>>> {
     pub(crate) id: SubscriberId,
     pub(crate) name: std::sync::Arc<str>,
-    pub(crate) topic: std::sync::Arc<str>,
+    pub(crate) topic: crate::registry::TopicName,
     pub(crate) overflow: Overflow,
     pub(crate) consumer: Consumer,
     /// The pool or the subscriber's own thread; `None` for inline and pull.
     pub(crate) executor: Option<Executor>,
     filter: Option<Filter<E>>,
-    pub(crate) mailbox: Mailbox<Envelope<E>>,
+    pub(crate) inbox: Q,
     schedule: ScheduleState,
     /// The run lock (see the module docs).
     run: Mutex<RunState<E>>,
@@ -82,9 +89,8 @@ struct RunState<E> {
 
 pub(crate) struct Parts<E> {
     pub(crate) name: Option<String>,
-    pub(crate) topic: std::sync::Arc<str>,
+    pub(crate) topic: crate::registry::TopicName,
     pub(crate) overflow: Overflow,
-    pub(crate) capacity: Option<usize>,
     pub(crate) consumer: Consumer,
     pub(crate) executor: Option<Executor>,
     pub(crate) filter: Option<Filter<E>>,
@@ -93,8 +99,8 @@ pub(crate) struct Parts<E> {
     pub(crate) runtime: Arc<Runtime>,
 }
 
-impl<E: Send + Sync + 'static> Subscriber<E> {
-    pub(crate) fn new(parts: Parts<E>) -> Self {
+impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
+    pub(crate) fn new(parts: Parts<E>, inbox: Q) -> Self {
         let id = SubscriberId::next();
         let name = parts.name.unwrap_or_else(|| format!("subscriber-{}", id.0));
         Subscriber {
@@ -105,7 +111,7 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
             consumer: parts.consumer,
             executor: parts.executor,
             filter: parts.filter,
-            mailbox: Mailbox::new(parts.capacity),
+            inbox,
             schedule: ScheduleState::new(),
             run: Mutex::new(RunState {
                 handler: parts.handler,
@@ -154,41 +160,10 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         self.record_failure(failure.to_string());
     }
 
-    /// Pushes into a reserved slot (or, for `DropOldest`, evicting). The caller holds
-    /// the topic's commit lock and has added the push to `in_flight`.
-    pub(crate) fn enqueue(&self, env: Envelope<E>, evicting: bool) {
-        Counters::add_exclusive(&self.counters.accepted, 1);
-        if !evicting {
-            self.mailbox.push_reserved(env);
-            return;
-        }
-        if let Some(evicted) = self.mailbox.push_evicting(env) {
-            self.counters.drop_n(DropReason::Oldest, 1);
-            if self.is_push() {
-                self.runtime.in_flight.finish(1);
-            } else {
-                Counters::add(&self.counters.unreported_lag, 1);
-            }
-            drop(evicted);
-        }
-    }
-
     /// Counts an accepted event its overflow policy dropped.
     pub(crate) fn dropped_on_arrival(&self, reason: DropReason) {
         Counters::add_exclusive(&self.counters.accepted, 1);
         self.counters.drop_n(reason, 1);
-    }
-
-    /// Hand-off, step 3 of a publish (the caller holds the commit lock and has claimed
-    /// the schedule): parks the event under the run lock for the caller to run. Gives
-    /// it back if the run lock is busy (a retire in progress); the caller queues it.
-    pub(crate) fn hand_off(&self, env: Envelope<E>) -> Result<(), Envelope<E>> {
-        let Some(mut state) = self.run.try_lock() else {
-            return Err(env);
-        };
-        Counters::add_exclusive(&self.counters.accepted, 1);
-        state.handed = Some(env);
-        Ok(())
     }
 
     /// Hand-off, under the commit lock: take ownership of an idle subscriber.
@@ -213,33 +188,37 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
     /// Pops and drops everything queued, and `handed`, counted under `reason`; returns
     /// how many. Call with the run lock held (passing what it guards), or from the
     /// runner's own thread (see `retire`).
-    fn discard(&self, handed: Option<Envelope<E>>, reason: DropReason) -> usize {
-        let mut n = self.mailbox.clear();
+    fn discard(&self, handed: Option<Envelope<E>>, reason: DropReason) -> u64 {
+        let (mut n, lagged) = self.inbox.discard();
         if let Some(env) = handed {
-            self.mailbox.slots().release(1);
+            self.inbox.release_handed();
             drop(env);
             n += 1;
         }
-        self.counters.drop_n(reason, n as u64);
+        self.counters.drop_n(reason, n);
+        self.counters.drop_n(DropReason::Oldest, lagged);
         if self.is_push() {
-            self.runtime.in_flight.finish(n);
+            self.runtime.in_flight.finish((n + lagged) as usize);
         }
         n
     }
 
-    /// Steps 4 and 5 of unsubscribe, and shutdown's end: under the run lock, takes the
-    /// handler out and discards the queue, counted under `reason`. Doing both under the
-    /// lock makes this and a runner that retires on its own take turns, so the counters
-    /// are settled when either returns.
+    /// Steps 2 to 5 of unsubscribe (`leave` is step 3), and shutdown's end: under the
+    /// run lock, takes the handler out and discards the inbox, counted under `reason`.
+    /// Doing this under the lock makes it and a runner that retires on its own take
+    /// turns, so the counters are settled when either returns.
     ///
     /// Waits for a running batch up to `wait` (`None`: as long as it takes) and returns
-    /// `false` if the batch outlasted it; that runner retires when it sees the flags.
-    /// From inside the subscriber's own handler it does not wait: it discards, and the
-    /// runner drops the handler once the current invocation returns.
-    pub(crate) fn retire(&self, reason: DropReason, wait: Option<Duration>) -> bool {
+    /// `false` if the batch outlasted it (then `leave` has not run); that runner retires
+    /// when it sees the flags. From inside the subscriber's own handler it does not
+    /// wait: it discards, and the runner drops the handler once the current invocation
+    /// returns.
+    pub(crate) fn retire(&self, reason: DropReason, wait: Option<Duration>, leave: impl FnOnce()) -> bool {
         if context::current().is_some_and(|d| d.subscriber == self.id) {
             // Nothing is handed off while the handler runs: a hand-off needs an idle
-            // subscriber, and a runner takes `handed` before it invokes.
+            // subscriber, and a runner takes `handed` before it invokes. The runner is
+            // this thread, so it reads nothing more until this returns.
+            leave();
             self.discard(None, reason);
             return true;
         }
@@ -250,6 +229,7 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         let Some(mut state) = guard else {
             return false;
         };
+        leave();
         let handler = state.handler.take();
         self.discard(state.handed.take(), reason);
         drop(state);
@@ -324,15 +304,21 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
                 break None;
             }
             // A handed-off event is older than anything queued.
-            let next = match state.handed.take() {
+            let env = match state.handed.take() {
                 Some(env) => {
-                    self.mailbox.slots().release(1);
-                    Some(env)
+                    self.inbox.release_handed();
+                    env
                 }
-                None => self.mailbox.pop(),
-            };
-            let Some(env) = next else {
-                break None;
+                None => match self.inbox.next() {
+                    Next::Event(env) => env,
+                    Next::Lagged(n) => {
+                        // Accepted, in flight, and passed over: settled here.
+                        self.counters.drop_n(DropReason::Oldest, n);
+                        self.runtime.in_flight.finish(n as usize);
+                        continue;
+                    }
+                    Next::Empty => break None,
+                },
             };
             *budget -= 1;
             handled += 1;
@@ -348,7 +334,7 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         // look comes after `begin_run`, so a push it misses sets `NOTIFIED`.
         let empty = match &retired {
             Some(_) => true,
-            None => *budget > 0 || self.mailbox.is_empty(),
+            None => *budget > 0 || self.inbox.is_empty(),
         };
         drop(guard);
         self.runtime.in_flight.finish(handled);
@@ -359,26 +345,63 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
 
     pub(crate) fn stats(&self) -> SubscriberStats {
         let c = &self.counters;
-        SubscriberStats {
+        let mut stats = SubscriberStats {
             id: self.id,
             name: self.name.to_string(),
             topic: self.topic.to_string(),
             consumer: self.consumer,
             overflow: self.overflow,
-            capacity: self.mailbox.capacity(),
+            capacity: None,
             accepted: c.accepted.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             dropped: c.dropped(),
             refused: c.refused.load(Ordering::Relaxed),
-            queued: self.mailbox.len() as u64,
-            high_water: self.mailbox.high_water() as u64,
+            queued: 0,
+            high_water: 0,
             last_error: c.last_error.lock().clone(),
-        }
+        };
+        self.inbox.fill(&mut stats);
+        stats
     }
 }
 
-impl<E: Send + Sync + 'static> Runnable for Subscriber<E> {
+/// What only a subscriber with a mailbox of its own does: publishes push into it, and
+/// may hand an inline one its event directly.
+impl<E: Send + Sync + 'static> Subscriber<E> {
+    /// Pushes into a reserved slot (or, for `DropOldest`, evicting). The caller holds
+    /// the topic's commit lock and has added the push to `in_flight`.
+    pub(crate) fn enqueue(&self, env: Envelope<E>, evicting: bool) {
+        Counters::add_exclusive(&self.counters.accepted, 1);
+        if !evicting {
+            self.inbox.push_reserved(env);
+            return;
+        }
+        if let Some(evicted) = self.inbox.push_evicting(env) {
+            self.counters.drop_n(DropReason::Oldest, 1);
+            if self.is_push() {
+                self.runtime.in_flight.finish(1);
+            } else {
+                Counters::add(&self.counters.unreported_lag, 1);
+            }
+            drop(evicted);
+        }
+    }
+
+    /// Hand-off, step 3 of a publish (the caller holds the commit lock and has claimed
+    /// the schedule): parks the event under the run lock for the caller to run. Gives
+    /// it back if the run lock is busy (a retire in progress); the caller queues it.
+    pub(crate) fn hand_off(&self, env: Envelope<E>) -> Result<(), Envelope<E>> {
+        let Some(mut state) = self.run.try_lock() else {
+            return Err(env);
+        };
+        Counters::add_exclusive(&self.counters.accepted, 1);
+        state.handed = Some(env);
+        Ok(())
+    }
+}
+
+impl<E: Send + Sync + 'static, Q: Inbox<E>> Runnable for Subscriber<E, Q> {
     fn run(&self, budget: usize) -> Step {
         let mut budget = budget;
         loop {

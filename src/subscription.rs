@@ -5,6 +5,9 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::bus::BusShared;
+use crate::envelope::Envelope;
+use crate::inbox::Inbox;
+use crate::mailbox::Mailbox;
 use crate::policy::{Dispatch, DropReason};
 use crate::stats::{Consumer, SubscriberId, SubscriberStats};
 use crate::subscriber::Subscriber;
@@ -28,13 +31,13 @@ pub(crate) trait Control: Send + Sync {
 }
 
 /// A subscriber together with the topic and bus it is registered in.
-pub(crate) struct Registration<E> {
-    pub(crate) sub: Arc<Subscriber<E>>,
+pub(crate) struct Registration<E, Q = Mailbox<Envelope<E>>> {
+    pub(crate) sub: Arc<Subscriber<E, Q>>,
     pub(crate) topic: Arc<TopicCore<E>>,
     pub(crate) bus: Weak<BusShared>,
 }
 
-impl<E: Send + Sync + 'static> Control for Registration<E> {
+impl<E: Send + Sync + 'static, Q: Inbox<E>> Control for Registration<E, Q> {
     fn id(&self) -> SubscriberId {
         self.sub.id
     }
@@ -46,11 +49,10 @@ impl<E: Send + Sync + 'static> Control for Registration<E> {
     fn unsubscribe(&self) -> SubscriberStats {
         // The numbered steps are those of `subscriber`'s module docs.
         if self.sub.deactivate() {
-            self.topic.remove(&self.sub); // 2
-            self.topic.commit_barrier(); // 3
-                                         // 4 and 5, then publishers blocked on this mailbox stop waiting for it.
-            self.sub.retire(DropReason::Unsubscribed, None);
-            self.sub.mailbox.slots().wake_all();
+            // 2 to 5, then publishers blocked on this inbox stop waiting for it.
+            let leave = || Q::leave(&self.sub, &self.topic);
+            self.sub.retire(DropReason::Unsubscribed, None, leave);
+            self.sub.inbox.wake_publishers();
             self.close_input();
             if let Some(bus) = self.bus.upgrade() {
                 bus.forget(self.sub.id);
@@ -60,17 +62,17 @@ impl<E: Send + Sync + 'static> Control for Registration<E> {
     }
 
     fn wake_publishers(&self) {
-        self.sub.mailbox.slots().wake_all();
+        self.sub.inbox.wake_publishers();
     }
 
     fn retire(&self, grace: Duration) -> bool {
         self.sub.deactivate();
-        !self.sub.is_push() || self.sub.retire(DropReason::Shutdown, Some(grace))
+        !self.sub.is_push() || self.sub.retire(DropReason::Shutdown, Some(grace), || {})
     }
 
     fn close_input(&self) {
         match self.sub.consumer {
-            Consumer::Receiver => self.sub.mailbox.close(),
+            Consumer::Receiver => self.sub.inbox.close(),
             Consumer::Handler(Dispatch::Thread) => {
                 if let Some(executor) = &self.sub.executor {
                     executor.stop();

@@ -35,7 +35,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::broadcast::{Reader, Readers, Seat};
+use crate::broadcast::{Reader, Readers, RingSubscriber, Seat};
 use crate::bus::BusShared;
 use crate::context;
 use crate::dispatch::{self, Runtime};
@@ -44,9 +44,10 @@ use crate::error::{Failure, PublishError, SubscribeError};
 use crate::message::{Draft, Message};
 use crate::policy::{DropReason, Overflow};
 use crate::receiver::Receiver;
+use crate::registry::TopicName;
 use crate::stats::{Counters, TopicStats};
 use crate::subscribe::{HandlerResult, SubscriberBuilder};
-use crate::subscriber::{Admission, Subscriber};
+use crate::subscriber::{Admission, Parts, Subscriber};
 use crate::subscription::Subscription;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
 use crate::Clock;
@@ -146,7 +147,7 @@ struct Commit<E> {
 }
 
 pub(crate) struct TopicCore<E> {
-    pub(crate) name: std::sync::Arc<str>,
+    pub(crate) name: TopicName,
     /// High half of every `EventId` of this topic.
     id_prefix: u64,
     /// Replaced, never mutated in place: publishers clone the `Arc` and let go.
@@ -163,7 +164,7 @@ pub(crate) struct TopicCore<E> {
 
 impl<E: Send + Sync + 'static> TopicCore<E> {
     pub(crate) fn new(
-        name: std::sync::Arc<str>,
+        name: TopicName,
         id_prefix: u64,
         clock: std::sync::Arc<dyn Clock>,
         runtime: Arc<Runtime>,
@@ -205,10 +206,31 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         if capacity > readers.ring.capacity() {
             return None;
         }
-        Some(Seat {
-            ring: readers.ring.clone(),
-            reader: readers.join(capacity, overflow),
-        })
+        Some(readers.join(capacity, overflow))
+    }
+
+    /// Adds a push subscriber that reads the topic's broadcast ring, as `join_ring`
+    /// does for a receiver; gives `parts` back if the ring is too small for it.
+    // The large `Err` is the subscriber's own parts, handed back once per subscribe.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn join_ring_subscriber(
+        &self,
+        parts: Parts<E>,
+        capacity: usize,
+        ring_capacity: usize,
+    ) -> Result<Arc<RingSubscriber<E>>, Parts<E>> {
+        let mut commit = self.commit.lock();
+        let readers = commit
+            .readers
+            .get_or_insert_with(|| Readers::new(ring_capacity.max(capacity)));
+        if capacity > readers.ring.capacity() {
+            return Err(parts);
+        }
+        let seat = readers.join(capacity, parts.overflow);
+        let sub = Arc::new(Subscriber::new(parts, seat));
+        // In the same hold of the lock as the join: the runner hears of every position.
+        readers.add_runner(sub.clone());
+        Ok(sub)
     }
 
     /// Removes a ring receiver; returns the ring position where it left.
@@ -323,7 +345,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                     let sub = target.sub;
                     // Only publishers outside handlers wait, and those are refused
                     // from the moment shutdown starts.
-                    sub.mailbox
+                    sub.inbox
                         .slots()
                         .wait_for_space(until, || self.refuses(false) || !sub.is_active());
                     if !sub.is_active() {
@@ -349,11 +371,11 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             drop(commit);
             cancel_all(&mut targets);
             let (Overflow::Block, Wait::Until(deadline)) = (full.overflow, wait) else {
-                Counters::add(&full.counters.refused, 1);
+                Counters::add(&full.refused, 1);
                 return self.refuse(PublishError::Full(draft.event));
             };
-            ring.wait_for_room(&full.cursor, deadline, || self.refuses(false) || !full.is_active());
-            if let Err(give_up) = self.after_wait(wait, &full.counters.refused) {
+            ring.wait_for_room(&full.cursor, deadline, || self.refuses(false) || full.has_left());
+            if let Err(give_up) = self.after_wait(wait, &full.refused) {
                 return self.refuse(give_up.with(draft.event));
             }
         };
@@ -364,13 +386,15 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         for target in &mut targets {
             if !target.sub.is_active() {
                 if let Plan::Reserved = target.plan {
-                    target.sub.mailbox.slots().release(1);
+                    target.sub.inbox.slots().release(1);
                 }
                 target.plan = Plan::Skip;
             } else if matches!(target.plan, Plan::Reserved | Plan::Evict) && target.sub.is_push() {
                 pushes += 1;
             }
         }
+        // Every ring write is a delivery for each push subscriber on the ring.
+        pushes += commit.readers.as_ref().map_or(0, Readers::runners);
         self.runtime.in_flight.add(pushes);
         // Hand-offs run before this thread's inline queue drains, so only where no frame
         // of this thread is running inline handlers: breadth-first order holds.
@@ -409,11 +433,12 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             accepted += 1;
             target.plan = plan;
         }
-        // The ring's receivers take every accepted event: one write for all of them.
+        // The ring's readers take every accepted event: one write for all of them.
         let mut overwritten = None;
+        let mut wake = Vec::new();
         if let Some(readers) = commit.readers.as_ref().filter(|r| r.len() > 0) {
             accepted += readers.len();
-            overwritten = readers.write(&env);
+            overwritten = readers.write(&env, &mut wake);
         }
         drop(commit);
         // An event the ring let go of may run user code as it drops: not under the lock.
@@ -423,6 +448,9 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         }
 
         // Step 4: wake, and tell the error hooks of filters that panicked.
+        for sub in &wake {
+            sub.submit();
+        }
         let mut inline = false;
         for target in &mut targets {
             match &target.plan {
@@ -491,7 +519,7 @@ fn reserve<E: Send + Sync + 'static>(targets: &mut [Target<'_, E>], wait: Wait) 
             target.plan = Plan::Evict;
             continue;
         }
-        if target.sub.mailbox.slots().try_reserve() {
+        if target.sub.inbox.slots().try_reserve() {
             target.plan = Plan::Reserved;
             continue;
         }
@@ -524,7 +552,7 @@ fn cancel_all<E: Send + Sync + 'static>(targets: &mut [Target<'_, E>]) {
     for target in targets {
         match target.plan {
             Plan::Reserved => {
-                target.sub.mailbox.slots().release(1);
+                target.sub.inbox.slots().release(1);
                 target.plan = Plan::Pending;
             }
             Plan::Evict | Plan::Drop(DropReason::Newest) => target.plan = Plan::Pending,

@@ -228,3 +228,50 @@ fn threads_sharing_a_receiver_get_each_event_once() {
     let stats = rx.stats();
     assert_eq!((stats.accepted, stats.delivered), (EVENTS, EVENTS));
 }
+
+#[test]
+fn subscribers_of_every_kind_on_one_topic_each_get_every_event() {
+    // Unfiltered pool and thread subscribers and receivers share the topic's ring; a
+    // filtered one, an inline one and one larger than the ring keep mailboxes.
+    with_deadline(Duration::from_secs(60), || {
+        let bus = Bus::builder().capacity(64).build().unwrap();
+        let subs = vec![
+            bus.subscriber::<u32>().subscribe(|_: &Envelope<u32>| {}).unwrap(),
+            bus.subscriber::<u32>()
+                .dispatch(Dispatch::Thread)
+                .subscribe(|_: &Envelope<u32>| {})
+                .unwrap(),
+            bus.subscriber::<u32>()
+                .filter(|_| true)
+                .subscribe(|_: &Envelope<u32>| {})
+                .unwrap(),
+            bus.subscriber::<u32>()
+                .dispatch(Dispatch::Inline)
+                .subscribe(|_: &Envelope<u32>| {})
+                .unwrap(),
+            bus.subscriber::<u32>()
+                .capacity(5_000)
+                .subscribe(|_: &Envelope<u32>| {})
+                .unwrap(),
+        ];
+        let rx = bus.receiver::<u32>().unwrap();
+        let reader = std::thread::spawn(move || {
+            let got: Vec<u32> = (0..2_000).map(|_| *rx.recv().unwrap()).collect();
+            (got, rx)
+        });
+        for n in 0..2_000_u32 {
+            assert_eq!(bus.publish(n).unwrap().subscribers, 6);
+        }
+        let (got, rx) = reader.join().unwrap();
+        assert_eq!(got, (0..2_000).collect::<Vec<_>>());
+        assert!(rx.stats().is_balanced());
+        bus.wait_idle(FIVE_SECONDS).unwrap();
+        for sub in &subs {
+            let stats = sub.stats();
+            assert_eq!((stats.accepted, stats.delivered), (2_000, 2_000), "{stats:?}");
+            assert!(stats.is_balanced(), "{stats:?}");
+        }
+        let topic = bus.stats();
+        assert_eq!(topic.topic(std::any::type_name::<u32>()).unwrap().subscribers, 6);
+    });
+}

@@ -257,3 +257,80 @@ fn a_blocked_publisher_wakes_when_a_reader_makes_room() {
     });
     assert_eq!(got, (0..=100).collect::<Vec<_>>());
 }
+
+/// A pool subscriber whose handler holds its first event until `gate` opens.
+fn gated_subscriber(
+    bus: &Bus,
+    capacity: usize,
+    overflow: Overflow,
+) -> (
+    crier::Subscription,
+    crossbeam_channel::Receiver<()>,
+    crossbeam_channel::Sender<()>,
+    crossbeam_channel::Receiver<u64>,
+) {
+    let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(0);
+    let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+    let (seen_tx, seen_rx) = crossbeam_channel::unbounded();
+    let sub = bus
+        .subscriber::<u32>()
+        .capacity(capacity)
+        .overflow(overflow)
+        .subscribe(move |env: &Envelope<u32>| {
+            if env.seq() == 0 {
+                started_tx.send(()).unwrap();
+                gate_rx.recv().unwrap();
+            }
+            seen_tx.send(env.seq()).unwrap();
+        })
+        .unwrap();
+    (sub, started_rx, gate_tx, seen_rx)
+}
+
+#[test]
+fn a_drop_oldest_push_subscriber_skips_to_the_newest_and_counts_the_rest() {
+    with_deadline(Duration::from_secs(30), || {
+        let bus = Bus::new();
+        let (sub, started, gate, seen) = gated_subscriber(&bus, 4, Overflow::DropOldest);
+        bus.publish(0_u32).unwrap();
+        started.recv().unwrap();
+        for n in 1..100_u32 {
+            bus.publish(n).unwrap();
+        }
+        gate.send(()).unwrap();
+        bus.wait_idle(FIVE_SECONDS).unwrap();
+        let seen: Vec<u64> = seen.try_iter().collect();
+        assert_eq!(seen, vec![0, 96, 97, 98, 99], "the one running, then the newest four");
+        let stats = sub.stats();
+        assert_eq!((stats.accepted, stats.delivered, stats.dropped.oldest), (100, 5, 95));
+        assert_eq!(stats.queued, 0);
+        assert!(stats.is_balanced(), "{stats:?}");
+    });
+}
+
+#[test]
+fn a_full_block_push_subscriber_refuses_try_publish_and_wakes_a_blocked_publish() {
+    with_deadline(Duration::from_secs(30), || {
+        let bus = Bus::new();
+        let (sub, started, gate, seen) = gated_subscriber(&bus, 2, Overflow::Block);
+        bus.publish(0_u32).unwrap();
+        started.recv().unwrap();
+        // The event being handled no longer takes room: two more fit.
+        bus.publish(1_u32).unwrap();
+        bus.publish(2_u32).unwrap();
+        assert!(matches!(bus.try_publish(3_u32), Err(PublishError::Full(3))));
+        let stats = sub.stats();
+        assert_eq!((stats.queued, stats.refused), (2, 1), "{stats:?}");
+        let publisher = {
+            let bus = bus.clone();
+            std::thread::spawn(move || bus.publish(4_u32).map(|r| r.seq))
+        };
+        gate.send(()).unwrap();
+        assert_eq!(publisher.join().unwrap().unwrap(), 3, "the refused publish took no seq");
+        bus.wait_idle(FIVE_SECONDS).unwrap();
+        assert_eq!(seen.try_iter().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        let stats = sub.stats();
+        assert_eq!((stats.accepted, stats.delivered, stats.refused), (4, 4, 1));
+        assert!(stats.is_balanced(), "{stats:?}");
+    });
+}
