@@ -97,8 +97,7 @@ impl<E: Send + Sync + 'static> Inbox<E> for Seat<E> {
     }
 
     fn is_empty(&self) -> bool {
-        let (queued, lagged) = self.unread();
-        queued + lagged == 0
+        self.unread() == (0, 0)
     }
 
     fn release_handed(&self) {

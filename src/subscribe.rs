@@ -233,14 +233,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
                 .core
                 .join_ring_subscriber(parts, capacity, topic.bus.config.capacity)
             {
-                Ok(sub) => {
-                    let registration = Registration {
-                        sub,
-                        topic: topic.core.clone(),
-                        bus: Arc::downgrade(&topic.bus),
-                    };
-                    return Ok(remember(&topic, Arc::new(registration))?);
-                }
+                Ok(sub) => return Ok(remember(&topic, registration(&topic, sub))?),
                 Err(back) => parts = back,
             }
         }
@@ -255,13 +248,17 @@ fn register_mailbox<E: Send + Sync + 'static>(
     capacity: Option<usize>,
 ) -> Result<Arc<Registration<E>>, SubscribeError> {
     let sub = Arc::new(Subscriber::new(parts, Mailbox::new(capacity)));
-    let registration = Registration {
-        sub: sub.clone(),
+    let registration = registration(topic, sub.clone());
+    topic.core.add(sub);
+    remember(topic, registration)
+}
+
+fn registration<E, Q>(topic: &Topic<E>, sub: Arc<Subscriber<E, Q>>) -> Arc<Registration<E, Q>> {
+    Arc::new(Registration {
+        sub,
         topic: topic.core.clone(),
         bus: Arc::downgrade(&topic.bus),
-    };
-    topic.core.add(sub);
-    remember(topic, Arc::new(registration))
+    })
 }
 
 /// Tells the bus about a subscriber that is already on its topic.

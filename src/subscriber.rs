@@ -185,10 +185,10 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         }
     }
 
-    /// Pops and drops everything queued, and `handed`, counted under `reason`; returns
-    /// how many. Call with the run lock held (passing what it guards), or from the
-    /// runner's own thread (see `retire`).
-    fn discard(&self, handed: Option<Envelope<E>>, reason: DropReason) -> u64 {
+    /// Drops everything queued, and `handed`, counted under `reason` (what a ring seat
+    /// had lagged past counts as `Oldest`). Call with the run lock held (passing what
+    /// it guards), or from the runner's own thread (see `retire`).
+    fn discard(&self, handed: Option<Envelope<E>>, reason: DropReason) {
         let (mut n, lagged) = self.inbox.discard();
         if let Some(env) = handed {
             self.inbox.release_handed();
@@ -200,7 +200,6 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         if self.is_push() {
             self.runtime.in_flight.finish((n + lagged) as usize);
         }
-        n
     }
 
     /// Steps 2 to 5 of unsubscribe (`leave` is step 3), and shutdown's end: under the

@@ -146,6 +146,17 @@ struct Commit<E> {
     readers: Option<Readers<E>>,
 }
 
+impl<E: Send + Sync + 'static> Commit<E> {
+    /// The ring's readers (the ring is made on first use, with room for `ring_capacity`
+    /// events or `capacity` if more); `None` if the ring is smaller than `capacity`.
+    fn ring_readers(&mut self, capacity: usize, ring_capacity: usize) -> Option<&mut Readers<E>> {
+        let readers = self
+            .readers
+            .get_or_insert_with(|| Readers::new(ring_capacity.max(capacity)));
+        (capacity <= readers.ring.capacity()).then_some(readers)
+    }
+}
+
 pub(crate) struct TopicCore<E> {
     pub(crate) name: TopicName,
     /// High half of every `EventId` of this topic.
@@ -200,12 +211,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
     /// `capacity`: that receiver needs a mailbox.
     pub(crate) fn join_ring(&self, capacity: usize, overflow: Overflow, ring_capacity: usize) -> Option<Seat<E>> {
         let mut commit = self.commit.lock();
-        let readers = commit
-            .readers
-            .get_or_insert_with(|| Readers::new(ring_capacity.max(capacity)));
-        if capacity > readers.ring.capacity() {
-            return None;
-        }
+        let readers = commit.ring_readers(capacity, ring_capacity)?;
         Some(readers.join(capacity, overflow))
     }
 
@@ -220,12 +226,9 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         ring_capacity: usize,
     ) -> Result<Arc<RingSubscriber<E>>, Parts<E>> {
         let mut commit = self.commit.lock();
-        let readers = commit
-            .readers
-            .get_or_insert_with(|| Readers::new(ring_capacity.max(capacity)));
-        if capacity > readers.ring.capacity() {
+        let Some(readers) = commit.ring_readers(capacity, ring_capacity) else {
             return Err(parts);
-        }
+        };
         let seat = readers.join(capacity, parts.overflow);
         let sub = Arc::new(Subscriber::new(parts, seat));
         // In the same hold of the lock as the join: the runner hears of every position.
