@@ -320,22 +320,15 @@ impl<E: Send + Sync + 'static> Control for RingReceiver<E> {
 
     fn stats(&self) -> SubscriberStats {
         let c = &self.counters;
-        let mut stats = SubscriberStats {
-            id: self.id,
-            name: self.name.to_string(),
-            topic: self.topic.name.to_string(),
-            consumer: Consumer::Receiver,
-            overflow: self.seat.reader.overflow,
-            capacity: None,
-            accepted: 0,
-            delivered: c.delivered.load(Ordering::Relaxed),
-            failed: 0,
-            dropped: c.dropped(),
-            refused: 0,
-            queued: 0,
-            high_water: 0,
-            last_error: None,
-        };
+        let mut stats = SubscriberStats::zero(
+            self.id,
+            self.name.to_string(),
+            self.topic.name.to_string(),
+            Consumer::Receiver,
+            self.seat.reader.overflow,
+        );
+        stats.delivered = c.delivered.load(Ordering::Relaxed);
+        stats.dropped = c.dropped();
         self.seat.fill(&mut stats);
         stats
     }
@@ -370,6 +363,14 @@ impl<E: Send + Sync + 'static> Control for RingReceiver<E> {
 
     fn close_input(&self) {
         self.seat.ring.close(&self.seat.reader.cursor);
+    }
+
+    fn abandoned_retries(&self) -> u64 {
+        0
+    }
+
+    fn dead_letter_store(&self) -> Option<&dyn std::any::Any> {
+        None
     }
 }
 

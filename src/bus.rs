@@ -19,6 +19,7 @@ use crate::stats::{BusStats, SubscriberId};
 use crate::subscribe::{HandlerResult, SubscriberBuilder};
 use crate::subscription::{Control, Subscription};
 use crate::sync::{Arc, Mutex, Ordering};
+use crate::timer::Timer;
 use crate::topic::{Receipt, Topic, TopicCore, Wait};
 
 /// How long shutdown waits for threads to exit once it stopped waiting for handlers.
@@ -51,6 +52,19 @@ impl BusShared {
         Ok(started)
     }
 
+    /// Starts the retry timer's thread, unless it runs or the clock is moved by hand.
+    pub(crate) fn start_timer(&self) -> Result<(), SubscribeError> {
+        let timer = &self.runtime.timer;
+        if !timer.claim_thread() {
+            return Ok(());
+        }
+        let spawned = self.threads.spawn("crier-timer".into(), timer.serve());
+        spawned.map_err(|e| {
+            timer.thread_failed();
+            SubscribeError::Spawn(e)
+        })
+    }
+
     pub(crate) fn own_thread(&self, name: &str) -> Result<Executor, SubscribeError> {
         Executor::start(&format!("crier-{name}"), 1, &self.threads).map_err(SubscribeError::Spawn)
     }
@@ -69,7 +83,7 @@ impl BusShared {
         move |name, prefix| TopicCore::new(name, prefix, self.clock.clone(), self.runtime.clone())
     }
 
-    fn default_topic<E: Send + Sync + 'static>(&self) -> Arc<TopicCore<E>> {
+    pub(crate) fn default_topic<E: Send + Sync + 'static>(&self) -> Arc<TopicCore<E>> {
         self.registry.default_topic(self.make_topic())
     }
 
@@ -110,7 +124,10 @@ impl BusShared {
         }
 
         // 2. Drain what was accepted, including what handlers publish meanwhile.
-        let drained = !abort && self.runtime.in_flight.wait_zero(deadline);
+        //    Under a clock moved by hand, retries that are not due are not in flight
+        //    (see `retries`): only the test could make them due, so they are not drained.
+        let drained =
+            !abort && self.runtime.in_flight.wait_zero(deadline) && subscribers.iter().all(|s| s.stats().retrying == 0);
 
         // 3. Closed: every publish is refused. Closing a topic passes its commit lock,
         //    so no publish is half-way through a commit after this.
@@ -124,7 +141,9 @@ impl BusShared {
             self.runtime.aborted.store(true, Ordering::SeqCst);
         }
 
-        // 5. Retire every handler, discarding what is left: none starts after this.
+        // 5. Retire every handler, discarding what is left: none starts after this. The
+        //    retries still waiting are reported as such.
+        self.runtime.timer.stop();
         let grace_until = Instant::now() + THREAD_EXIT_GRACE;
         let handlers_running = subscribers
             .iter()
@@ -151,6 +170,7 @@ impl BusShared {
         let report = ShutdownReport {
             in_receivers: ShutdownReport::receivers_backlog(&stats),
             pending: ShutdownReport::abandoned(&stats),
+            awaiting_retry: subscribers.iter().map(|s| s.abandoned_retries()).sum(),
             stats,
             drained,
             handlers_running,
@@ -249,7 +269,7 @@ impl Bus {
     pub(crate) fn from_parts(config: Config, clock: std::sync::Arc<dyn Clock>) -> Bus {
         let shared = BusShared {
             config,
-            runtime: Arc::new(Runtime::new()),
+            runtime: Arc::new(Runtime::new(Timer::new(clock.clone()))),
             clock,
             registry: Registry::new(),
             subscribers: DashMap::new(),

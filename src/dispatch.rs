@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::context;
 use crate::in_flight::InFlight;
 use crate::sync::{Arc, Mutex};
+use crate::timer::Timer;
 
 /// The most events a pool worker handles for one subscriber before it lets the next
 /// subscriber run: fairness across subscribers without a context switch per event.
@@ -216,7 +217,6 @@ pub(crate) fn inline_frame(first: impl FnOnce()) {
 }
 
 /// What every subscriber of one bus shares with it.
-#[derive(Debug)]
 pub(crate) struct Runtime {
     /// Push deliveries queued or running.
     pub(crate) in_flight: InFlight,
@@ -227,15 +227,22 @@ pub(crate) struct Runtime {
     pub(crate) sealed: crate::sync::AtomicBool,
     /// Set once when queued events must be discarded instead of handled.
     pub(crate) aborted: crate::sync::AtomicBool,
+    /// Wakes subscribers when their retries come due.
+    pub(crate) timer: Timer,
+    /// Whether events waiting for a retry count in `in_flight` (a clock that moves by
+    /// itself); see `retries`.
+    pub(crate) retries_hold_idle: bool,
 }
 
 impl Runtime {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(timer: Timer) -> Self {
         Runtime {
             in_flight: InFlight::new(),
             closed: crate::sync::AtomicBool::new(false),
             sealed: crate::sync::AtomicBool::new(false),
             aborted: crate::sync::AtomicBool::new(false),
+            retries_hold_idle: !timer.is_manual(),
+            timer,
         }
     }
 

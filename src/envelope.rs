@@ -91,6 +91,26 @@ pub(crate) struct Metadata {
     pub(crate) headers: Headers,
     pub(crate) correlation_id: EventId,
     pub(crate) causation_id: Option<EventId>,
+    /// Published by the bus as a [`DeadLetter`](crate::DeadLetter): a subscriber that
+    /// fails on it makes no dead letter of it.
+    pub(crate) dead_letter: bool,
+}
+
+#[cfg(test)]
+impl Metadata {
+    pub(crate) fn for_test(id: EventId) -> Metadata {
+        Metadata {
+            id,
+            topic: crate::registry::TopicName::Type("test"),
+            seq: 0,
+            published_at: SystemTime::UNIX_EPOCH,
+            key: None,
+            headers: Headers::default(),
+            correlation_id: id,
+            causation_id: None,
+            dead_letter: false,
+        }
+    }
 }
 
 /// Shared by every subscriber of one publish: one allocation per event, whatever the
@@ -186,9 +206,35 @@ impl<E> Envelope<E> {
     }
 
     /// Which delivery attempt this is, starting at 1. Under at-most-once delivery it is
-    /// always 1.
+    /// always 1; under at-least-once, a retry sees 2, 3, ….
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// `true` for a retry (`attempt() > 1`): an earlier attempt failed, and may have
+    /// had side effects.
+    pub fn is_redelivery(&self) -> bool {
+        self.attempt > 1
+    }
+
+    /// The same event, for delivery attempt `attempt`.
+    pub(crate) fn with_attempt(&self, attempt: u32) -> Envelope<E> {
+        Envelope {
+            shared: Arc::clone(&self.shared),
+            attempt,
+        }
+    }
+
+    pub(crate) fn is_dead_letter(&self) -> bool {
+        self.shared.meta.dead_letter
+    }
+
+    /// The event, if this envelope is its only holder.
+    pub(crate) fn into_event(self) -> Result<E, Envelope<E>> {
+        let attempt = self.attempt;
+        Arc::try_unwrap(self.shared)
+            .map(|shared| shared.event)
+            .map_err(|shared| Envelope { shared, attempt })
     }
 }
 

@@ -87,6 +87,13 @@ pub enum SubscribeError {
     /// A mailbox of capacity 0 could never hold an event; use at least 1.
     #[error("mailbox capacity must be at least 1")]
     ZeroCapacity,
+    /// A delivery policy that cannot work (0 attempts, an empty dead-letter store,
+    /// jitter over 100 %), or one this kind of subscriber cannot have.
+    #[error("invalid delivery policy: {reason}")]
+    InvalidPolicy {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The bus is shut down.
     #[error("the bus is shut down")]
     Closed,

@@ -28,6 +28,10 @@ pub(crate) trait Inbox<E>: Send + Sync + Sized + 'static {
 
     fn is_empty(&self) -> bool;
 
+    /// Deliveries not yet taken: queued events, and for a ring seat the positions it
+    /// lagged past (each counts in `in_flight` until a runner settles it).
+    fn unread(&self) -> u64;
+
     /// A runner took a handed-off event (see `subscriber`): frees the place it held.
     fn release_handed(&self);
 
@@ -56,6 +60,10 @@ impl<E: Send + Sync + 'static> Inbox<E> for Mailbox<Envelope<E>> {
 
     fn is_empty(&self) -> bool {
         Mailbox::is_empty(self)
+    }
+
+    fn unread(&self) -> u64 {
+        self.len() as u64
     }
 
     fn release_handed(&self) {
@@ -97,7 +105,12 @@ impl<E: Send + Sync + 'static> Inbox<E> for Seat<E> {
     }
 
     fn is_empty(&self) -> bool {
-        self.unread() == (0, 0)
+        Seat::unread(self) == (0, 0)
+    }
+
+    fn unread(&self) -> u64 {
+        let (queued, lagged) = Seat::unread(self);
+        queued + lagged
     }
 
     fn release_handed(&self) {

@@ -199,6 +199,10 @@ mod clock;
 mod context;
 mod count;
 #[cfg(not(loom))]
+mod dead_letter;
+#[cfg(not(loom))]
+mod delivery;
+#[cfg(not(loom))]
 mod dispatch;
 #[cfg(not(loom))]
 mod envelope;
@@ -218,6 +222,8 @@ mod policy;
 mod receiver;
 #[cfg(not(loom))]
 mod registry;
+#[cfg(not(loom))]
+mod retries;
 mod ring;
 mod schedule;
 #[cfg(not(loom))]
@@ -235,6 +241,8 @@ mod sync;
 #[cfg(not(loom))]
 pub mod testing;
 #[cfg(not(loom))]
+mod timer;
+#[cfg(not(loom))]
 mod topic;
 
 #[cfg(loom)]
@@ -246,7 +254,9 @@ mod loom_tests;
 pub use crate::{
     builder::BusBuilder,
     bus::{Bus, WeakBus},
-    clock::{Clock, SystemClock},
+    clock::{Alarm, Clock, SystemClock},
+    dead_letter::DeadLetter,
+    delivery::{Backoff, Delivery, Retry, RetryOrder, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_MAX_ATTEMPTS},
     envelope::{Envelope, EventId, Headers},
     error::{
         BoxError, BuildError, Failure, HandlerError, PublishError, RecvError, RecvTimeoutError, ShutdownError,

@@ -13,6 +13,8 @@ pub(crate) struct Draft<E> {
     pub(crate) key: Option<Box<str>>,
     pub(crate) headers: Headers,
     pub(crate) correlation_id: Option<EventId>,
+    /// Published by the bus as a dead letter.
+    pub(crate) dead_letter: bool,
 }
 
 impl<E> Draft<E> {
@@ -22,6 +24,7 @@ impl<E> Draft<E> {
             key: None,
             headers: Headers::default(),
             correlation_id: None,
+            dead_letter: false,
         }
     }
 }

@@ -19,6 +19,12 @@ pub struct ShutdownReport {
     /// counted under [`DropReason::Shutdown`](crate::DropReason::Shutdown), or, behind a
     /// handler that is still running, dropped the moment it returns.
     pub pending: u64,
+    /// Of `pending`: events that were waiting for an at-least-once retry (dropped under
+    /// [`DropReason::Shutdown`](crate::DropReason::Shutdown) too, never silently). Under
+    /// a clock that moves by itself the drain waited for them until the deadline; under
+    /// a [`ManualClock`](crate::testing::ManualClock) it cannot, since only the test
+    /// makes them due.
+    pub awaiting_retry: u64,
     /// Events left in receivers, which their owners can still `recv`.
     pub in_receivers: u64,
     /// Handlers still running when the call returned (stuck, or caught mid-event by
@@ -38,6 +44,11 @@ impl ShutdownReport {
     /// Handler invocations that failed, over all subscribers.
     pub fn failed(&self) -> u64 {
         self.stats.subscribers.iter().map(|s| s.failed).sum()
+    }
+
+    /// Events dead-lettered, over all subscribers.
+    pub fn dead_lettered(&self) -> u64 {
+        self.stats.subscribers.iter().map(|s| s.dead_lettered).sum()
     }
 
     /// Events dropped, by reason, over all subscribers.
@@ -65,13 +76,15 @@ impl fmt::Display for ShutdownReport {
         let dropped = self.dropped();
         write!(
             f,
-            "{}: delivered {}, failed {}, dropped {} (shutdown {}), pending {}, left in receivers {}",
+            "{}: delivered {}, failed {}, dead-lettered {}, dropped {} (shutdown {}), pending {} (awaiting retry {}), left in receivers {}",
             if self.drained { "drained" } else { "not drained" },
             self.delivered(),
             self.failed(),
+            self.dead_lettered(),
             dropped.total(),
             dropped.shutdown,
             self.pending,
+            self.awaiting_retry,
             self.in_receivers
         )?;
         if self.handlers_running > 0 || self.threads_running > 0 {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::delivery::Delivery;
 use crate::policy::{Dispatch, DropReason, Overflow};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
@@ -33,6 +34,13 @@ pub(crate) struct Counters {
     /// receivers.
     pub(crate) delivered: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// At-least-once: failed attempts that were scheduled for another one.
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    /// At-least-once: events waiting for a retry now.
+    pub(crate) retrying: AtomicU64,
+    /// Of `dropped[Shutdown]`: events that were waiting for a retry.
+    pub(crate) abandoned_retries: AtomicU64,
     pub(crate) dropped: [AtomicU64; 5],
     pub(crate) refused: AtomicU64,
     /// `DropOldest` evictions not yet reported to a receiver as `Lagged`.
@@ -43,6 +51,10 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Adds without a read-modify-write, for a counter whose writers all hold one lock:
@@ -124,9 +136,12 @@ pub enum Consumer {
 /// A snapshot of one subscriber's counters.
 ///
 /// The accounting identity (promise 1) reads
-/// `delivered + failed + dropped.total() + queued == accepted`; it holds whenever no
-/// handler is running and no publish is in progress, for instance after
-/// [`Bus::wait_idle`](crate::Bus::wait_idle). [`is_balanced`](Self::is_balanced) checks it.
+/// `delivered + failed + dead_lettered + dropped.total() + queued + retrying == accepted`;
+/// it holds whenever no handler is running and no publish is in progress, for instance
+/// after [`Bus::wait_idle`](crate::Bus::wait_idle). [`is_balanced`](Self::is_balanced)
+/// checks it. Each accepted event is in exactly one of those: handled, failed for good
+/// (at-most-once), dead-lettered (at-least-once), dropped, still queued, or waiting for
+/// a retry. `retried` is not in it: it counts failed attempts, not events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
@@ -141,14 +156,30 @@ pub struct SubscriberStats {
     pub consumer: Consumer,
     /// Its overflow policy.
     pub overflow: Overflow,
+    /// Its delivery policy.
+    pub delivery: Delivery,
     /// Its mailbox capacity; `None`: unbounded.
     pub capacity: Option<usize>,
     /// Events it accepted: matched its filter in a publish that returned `Ok`.
     pub accepted: u64,
     /// Events its handler handled successfully, or its receiver handed out.
     pub delivered: u64,
-    /// Handler invocations that returned `Err` or panicked (or a filter that panicked).
+    /// Events whose handler failed (returned `Err` or panicked) under at-most-once
+    /// delivery, or whose filter panicked. At-least-once failures are `retried`, then
+    /// `dead_lettered`.
     pub failed: u64,
+    /// At-least-once: failed attempts that were followed by another attempt.
+    pub retried: u64,
+    /// At-least-once: events whose attempts ran out, made into
+    /// [`DeadLetter`](crate::DeadLetter)s.
+    pub dead_lettered: u64,
+    /// At-least-once: events waiting for their next attempt now.
+    pub retrying: u64,
+    /// Dead letters kept in this subscriber's store because they reached nobody
+    /// (see [`Subscription::dead_letters`](crate::Subscription::dead_letters)).
+    pub dead_letters_kept: u64,
+    /// Dead letters evicted from the full store, oldest first.
+    pub dead_letters_evicted: u64,
     /// Accepted events dropped instead of handled, by reason.
     pub dropped: DropCounts,
     /// Publishes refused (`Err(Full)`, `Err(Timeout)`) because of this subscriber's full
@@ -163,10 +194,37 @@ pub struct SubscriberStats {
 }
 
 impl SubscriberStats {
-    /// `delivered + failed + dropped + queued == accepted` (see the type's docs for when
-    /// it must hold).
+    /// Every counter at zero.
+    pub(crate) fn zero(id: SubscriberId, name: String, topic: String, consumer: Consumer, overflow: Overflow) -> Self {
+        SubscriberStats {
+            id,
+            name,
+            topic,
+            consumer,
+            overflow,
+            delivery: Delivery::AtMostOnce,
+            capacity: None,
+            accepted: 0,
+            delivered: 0,
+            failed: 0,
+            retried: 0,
+            dead_lettered: 0,
+            retrying: 0,
+            dead_letters_kept: 0,
+            dead_letters_evicted: 0,
+            dropped: DropCounts::default(),
+            refused: 0,
+            queued: 0,
+            high_water: 0,
+            last_error: None,
+        }
+    }
+
+    /// `delivered + failed + dead_lettered + dropped + queued + retrying == accepted`
+    /// (see the type's docs for when it must hold).
     pub fn is_balanced(&self) -> bool {
-        self.delivered + self.failed + self.dropped.total() + self.queued == self.accepted
+        self.delivered + self.failed + self.dead_lettered + self.dropped.total() + self.queued + self.retrying
+            == self.accepted
     }
 }
 
@@ -236,19 +294,21 @@ impl fmt::Display for BusStats {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<name_width$}  {:>9}  {:>9}  {:>6}  {:>7}  {:>6}  {:>4}",
-            "subscriber", "accepted", "delivered", "failed", "dropped", "queued", "peak"
+            "{:<name_width$}  {:>9}  {:>9}  {:>6}  {:>7}  {:>4}  {:>7}  {:>6}  {:>4}",
+            "subscriber", "accepted", "delivered", "failed", "retried", "dead", "dropped", "queued", "peak"
         )?;
         for s in &self.subscribers {
             writeln!(
                 f,
-                "{:<name_width$}  {:>9}  {:>9}  {:>6}  {:>7}  {:>6}  {:>4}",
+                "{:<name_width$}  {:>9}  {:>9}  {:>6}  {:>7}  {:>4}  {:>7}  {:>6}  {:>4}",
                 s.name,
                 s.accepted,
                 s.delivered,
                 s.failed,
+                s.retried,
+                s.dead_lettered,
                 s.dropped.total(),
-                s.queued,
+                s.queued + s.retrying,
                 s.high_water
             )?;
         }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::broadcast::{self, RingReceiver};
+use crate::delivery::{Delivery, Retry};
 use crate::envelope::Envelope;
 use crate::error::{BoxError, HandlerError, SubscribeError};
 use crate::mailbox::Mailbox;
@@ -74,6 +75,7 @@ pub struct SubscriberBuilder<E> {
     overflow: Option<Overflow>,
     dispatch: Option<Dispatch>,
     error_hook: Option<ErrorHook>,
+    delivery: Delivery,
 }
 
 impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
@@ -86,6 +88,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             overflow: None,
             dispatch: None,
             error_hook: None,
+            delivery: Delivery::AtMostOnce,
         }
     }
 
@@ -136,13 +139,51 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         self
     }
 
+    /// At-least-once delivery: a failed event is retried as `retry` says, then
+    /// dead-lettered. See [`Delivery`] and the crate docs' "Delivery guarantees".
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crier::{testing::ManualClock, Backoff, Bus, Envelope, Retry};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let clock = ManualClock::new();
+    /// let bus = Bus::builder().inline().clock(clock.clone()).build()?;
+    /// let sub = bus
+    ///     .subscriber::<u32>()
+    ///     .at_least_once(Retry::ordered().backoff(Backoff::fixed(Duration::from_secs(1))))
+    ///     .subscribe(|env: &Envelope<u32>| -> Result<(), String> {
+    ///         if env.attempt() < 3 { Err(format!("attempt {} failed", env.attempt())) } else { Ok(()) }
+    ///     })?;
+    /// bus.publish(7_u32)?;                   // attempt 1 fails
+    /// assert_eq!(sub.stats().retrying, 1);
+    /// clock.advance(Duration::from_secs(1)); // attempt 2 runs here, and fails
+    /// clock.advance(Duration::from_secs(1)); // attempt 3 succeeds
+    /// let stats = sub.stats();
+    /// assert_eq!((stats.delivered, stats.retried, stats.retrying), (1, 2, 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn at_least_once(mut self, retry: Retry) -> Self {
+        self.delivery = Delivery::AtLeastOnce(retry);
+        self
+    }
+
+    /// Sets the delivery policy ([`Delivery::AtMostOnce`] by default).
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
     /// Registers `handler` and returns the guard that keeps it registered.
     ///
     /// # Errors
     ///
-    /// [`SubscribeError::ZeroCapacity`] for `capacity(0)`, [`SubscribeError::Closed`]
-    /// once the bus is shut down, [`SubscribeError::Spawn`] if a
-    /// [`Dispatch::Thread`] thread could not start.
+    /// [`SubscribeError::ZeroCapacity`] for `capacity(0)`,
+    /// [`SubscribeError::InvalidPolicy`] for a [`Retry`] that cannot work,
+    /// [`SubscribeError::Closed`] once the bus is shut down, [`SubscribeError::Spawn`]
+    /// if a [`Dispatch::Thread`] thread (or the retry timer's thread) could not start.
     pub fn subscribe<F, R>(self, mut handler: F) -> Result<Subscription, SubscribeError>
     where
         F: FnMut(&Envelope<E>) -> R + Send + 'static,
@@ -159,8 +200,15 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// # Errors
     ///
     /// [`SubscribeError::ZeroCapacity`] for `capacity(0)`, [`SubscribeError::Closed`]
-    /// once the bus is shut down.
+    /// once the bus is shut down. [`SubscribeError::InvalidPolicy`] for
+    /// [`at_least_once`](Self::at_least_once): a receiver's caller handles each event
+    /// itself, so there is no failure for the bus to retry.
     pub fn receiver(self) -> Result<Receiver<E>, SubscribeError> {
+        if let Delivery::AtLeastOnce(_) = self.delivery {
+            return Err(SubscribeError::InvalidPolicy {
+                reason: "a receiver cannot be at-least-once: the bus never sees it fail",
+            });
+        }
         let bus = &self.topic.bus;
         let capacity = self.capacity.unwrap_or(Some(bus.config.capacity));
         let overflow = self.overflow.unwrap_or(bus.config.overflow);
@@ -198,6 +246,12 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         let bus = &self.topic.bus;
         let capacity = self.capacity.unwrap_or(Some(bus.config.capacity));
         self.check_open(capacity)?;
+        if let Delivery::AtLeastOnce(retry) = &self.delivery {
+            retry
+                .check()
+                .map_err(|reason| SubscribeError::InvalidPolicy { reason })?;
+            bus.start_timer()?;
+        }
         let executor = match consumer {
             Consumer::Handler(Dispatch::Pool) => Some(bus.pool()?),
             Consumer::Handler(Dispatch::Thread) => {
@@ -216,6 +270,9 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             handler,
             error_hook: self.error_hook.or_else(|| bus.config.error_hook.clone()),
             runtime: bus.runtime.clone(),
+            delivery: self.delivery,
+            retry_limit: capacity.unwrap_or(bus.config.capacity),
+            bus: Arc::downgrade(bus),
         };
         Ok((parts, capacity))
     }
@@ -247,7 +304,7 @@ fn register_mailbox<E: Send + Sync + 'static>(
     parts: Parts<E>,
     capacity: Option<usize>,
 ) -> Result<Arc<Registration<E>>, SubscribeError> {
-    let sub = Arc::new(Subscriber::new(parts, Mailbox::new(capacity)));
+    let sub = Subscriber::new(parts, Mailbox::new(capacity));
     let registration = registration(topic, sub.clone());
     topic.core.add(sub);
     remember(topic, registration)
@@ -282,6 +339,7 @@ impl<E> fmt::Debug for SubscriberBuilder<E> {
             .field("capacity", &self.capacity)
             .field("overflow", &self.overflow)
             .field("dispatch", &self.dispatch)
+            .field("delivery", &self.delivery)
             .finish()
     }
 }

@@ -22,6 +22,17 @@
 //!    the same under the same lock, so the counters are settled when unsubscribe
 //!    returns.
 //!
+//! # At-least-once
+//!
+//! A failed attempt of an at-least-once subscriber goes into `RunState::retries` (see
+//! `retries` for the protocol and how waiting retries count in flight) or, once its
+//! attempts run out, becomes a dead letter. Dead letters are published after the run
+//! lock is released, on the runner's thread, as if the failed event's handler had
+//! published them (so they carry it as causation and never wait for mailbox space),
+//! and before the batch's deliveries are finished in flight, so `wait_idle` covers
+//! their delivery too. At-least-once subscribers take no hand-off: a handed event
+//! could not wait behind a retry.
+//!
 //! # Hand-off (inline subscribers)
 //!
 //! A publish that claims an idle inline subscriber (see `schedule`) puts its event in
@@ -34,16 +45,23 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use crate::context::{self, Delivery};
+use crate::bus::BusShared;
+use crate::context;
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::delivery::{Delivery, Retry, RetryOrder};
 use crate::dispatch::{self, Executor, Runnable, Runtime, Step};
 use crate::envelope::Envelope;
 use crate::error::{BoxError, Failure, HandlerError};
 use crate::inbox::{Inbox, Next};
 use crate::mailbox::Mailbox;
+use crate::message::Draft;
 use crate::policy::{Dispatch, DropReason, Overflow};
+use crate::retries::Retries;
 use crate::schedule::ScheduleState;
 use crate::stats::{Consumer, Counters, SubscriberId, SubscriberStats};
-use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, Weak};
+use crate::timer::Wake;
+use crate::topic::Wait;
 
 pub(crate) type Handler<E> = Box<dyn FnMut(&Envelope<E>) -> Result<(), BoxError> + Send>;
 pub(crate) type Filter<E> = Box<dyn Fn(&E) -> bool + Send + Sync>;
@@ -77,6 +95,44 @@ pub(crate) struct Subscriber<E, Q = Mailbox<Envelope<E>>> {
     pub(crate) counters: Counters,
     error_hook: Option<ErrorHook>,
     pub(crate) runtime: Arc<Runtime>,
+    delivery: Delivery,
+    /// Unordered retries waiting at once before the runner stops taking new events.
+    retry_limit: usize,
+    /// Set by a timer wake under a clock moved by hand (see `retries`).
+    wake_token: AtomicBool,
+    /// Queued deliveries held behind a waiting retry and lent out of `in_flight`
+    /// (clock moved by hand; see `retries`). Changed under the run lock only.
+    lent: AtomicU64,
+    /// `DropOldest` evictions whose delivery the runner has yet to settle (ditto).
+    evicted: AtomicU64,
+    /// `Some` for at-least-once subscribers.
+    dead_letters: Option<DeadLetters<E>>,
+    /// For arming the timer from `&self`.
+    me: Weak<Self>,
+}
+
+/// Publishes a dead letter on `DeadLetter<E>`'s default topic; `true` if it reached a
+/// subscriber. Boxed, so that a subscriber of `E` never names the code of a subscriber
+/// of `DeadLetter<E>` (whose own sink would name `DeadLetter<DeadLetter<E>>`, and so on
+/// without end).
+pub(crate) type DeadLetterSink<E> = Box<dyn Fn(Draft<DeadLetter<E>>) -> bool + Send + Sync>;
+
+/// Makes the sink of subscribers of `E` on `bus`.
+pub(crate) fn dead_letter_sink<E: Send + Sync + 'static>(bus: Weak<BusShared>) -> DeadLetterSink<E> {
+    Box::new(move |draft| {
+        let Some(bus) = bus.upgrade() else {
+            return false;
+        };
+        let published = bus.default_topic::<DeadLetter<E>>().publish(draft, Wait::Never);
+        matches!(published, Ok(receipt) if receipt.subscribers > 0)
+    })
+}
+
+/// Where an at-least-once subscriber's dead letters go.
+struct DeadLetters<E> {
+    sink: DeadLetterSink<E>,
+    /// Keeps those that reached nobody.
+    store: DeadLetterStore<E>,
 }
 
 /// What the run lock guards.
@@ -85,6 +141,8 @@ struct RunState<E> {
     handler: Option<Handler<E>>,
     /// An event a publish handed off to this idle subscriber (see the module docs).
     handed: Option<Envelope<E>>,
+    /// At-least-once: failed events waiting for their next attempt.
+    retries: Retries<E>,
 }
 
 pub(crate) struct Parts<E> {
@@ -97,12 +155,27 @@ pub(crate) struct Parts<E> {
     pub(crate) handler: Option<Handler<E>>,
     pub(crate) error_hook: Option<ErrorHook>,
     pub(crate) runtime: Arc<Runtime>,
+    pub(crate) delivery: Delivery,
+    pub(crate) retry_limit: usize,
+    /// For dead letters.
+    pub(crate) bus: Weak<BusShared>,
 }
 
 impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
-    pub(crate) fn new(parts: Parts<E>, inbox: Q) -> Self {
+    pub(crate) fn new(parts: Parts<E>, inbox: Q) -> Arc<Self> {
+        Arc::new_cyclic(|me| Subscriber::with_self(parts, inbox, me.clone()))
+    }
+
+    fn with_self(parts: Parts<E>, inbox: Q, me: Weak<Self>) -> Self {
         let id = SubscriberId::next();
         let name = parts.name.unwrap_or_else(|| format!("subscriber-{}", id.0));
+        let dead_letters = match parts.delivery {
+            Delivery::AtMostOnce => None,
+            Delivery::AtLeastOnce(retry) => Some(DeadLetters {
+                sink: dead_letter_sink(parts.bus),
+                store: DeadLetterStore::new(retry.dead_letters_kept()),
+            }),
+        };
         Subscriber {
             id,
             name: name.into(),
@@ -116,12 +189,32 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             run: Mutex::new(RunState {
                 handler: parts.handler,
                 handed: None,
+                retries: Retries::new(),
             }),
             active: AtomicBool::new(true),
             counters: Counters::default(),
             error_hook: parts.error_hook,
             runtime: parts.runtime,
+            delivery: parts.delivery,
+            retry_limit: parts.retry_limit,
+            wake_token: AtomicBool::new(false),
+            lent: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            dead_letters,
+            me,
         }
+    }
+
+    fn retry(&self) -> Option<&Retry> {
+        match &self.delivery {
+            Delivery::AtMostOnce => None,
+            Delivery::AtLeastOnce(retry) => Some(retry),
+        }
+    }
+
+    /// The store of dead letters that reached nobody (at-least-once only).
+    pub(crate) fn dead_letter_store(&self) -> Option<&DeadLetterStore<E>> {
+        self.dead_letters.as_ref().map(|d| &d.store)
     }
 
     pub(crate) fn is_active(&self) -> bool {
@@ -139,6 +232,11 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
 
     pub(crate) fn is_inline(&self) -> bool {
         self.consumer == Consumer::Handler(Dispatch::Inline)
+    }
+
+    /// Whether a publish may hand this subscriber its event (see the module docs).
+    pub(crate) fn takes_hand_off(&self) -> bool {
+        self.is_inline() && self.dead_letters.is_none()
     }
 
     /// Runs the filter, containing a panic.
@@ -185,20 +283,35 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         }
     }
 
-    /// Drops everything queued, and `handed`, counted under `reason` (what a ring seat
-    /// had lagged past counts as `Oldest`). Call with the run lock held (passing what
-    /// it guards), or from the runner's own thread (see `retire`).
-    fn discard(&self, handed: Option<Envelope<E>>, reason: DropReason) {
+    /// Drops everything queued, `handed` and the waiting retries, counted under
+    /// `reason` (what a ring seat had lagged past counts as `Oldest`). Call with the
+    /// run lock held (passing what it guards), or from the runner's own thread (see
+    /// `retire`).
+    fn discard(&self, handed: Option<Envelope<E>>, retries: Vec<Envelope<E>>, reason: DropReason) {
         let (mut n, lagged) = self.inbox.discard();
         if let Some(env) = handed {
             self.inbox.release_handed();
             drop(env);
             n += 1;
         }
-        self.counters.drop_n(reason, n);
+        let waiting = retries.len() as u64;
+        drop(retries);
+        self.counters.drop_n(reason, n + waiting);
         self.counters.drop_n(DropReason::Oldest, lagged);
+        Counters::sub(&self.counters.retrying, waiting);
+        if reason == DropReason::Shutdown {
+            Counters::add(&self.counters.abandoned_retries, waiting);
+        }
         if self.is_push() {
-            self.runtime.in_flight.finish((n + lagged) as usize);
+            self.settle_evictions();
+            let lent = self.lent.swap(0, Ordering::Relaxed);
+            debug_assert!(lent <= n + lagged, "lent {lent} of {n} + {lagged} unread");
+            let mut settled = (n + lagged).saturating_sub(lent);
+            if self.runtime.retries_hold_idle {
+                settled += waiting;
+            }
+            settled += u64::from(self.wake_token.swap(false, Ordering::SeqCst));
+            self.runtime.in_flight.finish(settled as usize);
         }
     }
 
@@ -218,7 +331,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             // subscriber, and a runner takes `handed` before it invokes. The runner is
             // this thread, so it reads nothing more until this returns.
             leave();
-            self.discard(None, reason);
+            self.discard(None, Vec::new(), reason);
             return true;
         }
         let guard = match wait {
@@ -230,34 +343,111 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         };
         leave();
         let handler = state.handler.take();
-        self.discard(state.handed.take(), reason);
+        let retries = state.retries.take_all();
+        self.discard(state.handed.take(), retries, reason);
         drop(state);
         // The closure drops outside the lock: its captures may call into the bus.
         drop(handler);
         true
     }
 
-    /// Handles one event: context, panic containment, counters, error hook.
-    fn invoke(&self, handler: &mut Handler<E>, env: Envelope<E>) {
-        let _scope = context::enter(Delivery {
+    /// Handles one event: context, panic containment, counters, error hook, and under
+    /// at-least-once a retry or a dead letter (pushed on `dead`). Returns `true` when the
+    /// event is settled (it leaves `in_flight` after the batch).
+    fn invoke(
+        &self,
+        handler: &mut Handler<E>,
+        env: Envelope<E>,
+        retries: &mut Retries<E>,
+        dead: &mut Vec<DeadLetter<E>>,
+    ) -> bool {
+        let _scope = context::enter(context::Delivery {
             event: env.id(),
             correlation: env.correlation_id(),
             subscriber: self.id,
         });
-        match catch_unwind(AssertUnwindSafe(|| handler(&env))) {
+        let failure = match catch_unwind(AssertUnwindSafe(|| handler(&env))) {
             // `invoke` runs under the run lock.
-            Ok(Ok(())) => Counters::add_exclusive(&self.counters.delivered, 1),
-            Ok(Err(error)) => self.fail(&env, Failure::Error(error)),
-            Err(panic) => self.fail(&env, Failure::Panic(panic_message(&*panic))),
+            Ok(Ok(())) => {
+                Counters::add_exclusive(&self.counters.delivered, 1);
+                return true;
+            }
+            Ok(Err(error)) => Failure::Error(error),
+            Err(panic) => Failure::Panic(panic_message(&*panic)),
+        };
+        let text = failure.to_string();
+        *self.counters.last_error.lock() = Some(text.clone());
+        self.report_failure(&env, failure);
+        let Some(retry) = self.retry() else {
+            Counters::add(&self.counters.failed, 1);
+            // `env` (maybe the last reference to the event) drops inside the scope, so
+            // an event's `Drop` that calls into the bus counts as handler code.
+            drop(env);
+            return true;
+        };
+        let next = env.attempt().saturating_add(1);
+        if !retry.allows(next) || env.attempt() == u32::MAX {
+            Counters::add(&self.counters.dead_lettered, 1);
+            dead.push(DeadLetter {
+                envelope: env,
+                subscriber: self.name.clone(),
+                subscriber_id: self.id,
+                error: text,
+            });
+            return true;
         }
-        // `env` (maybe the last reference to the event) drops inside the scope, so an
-        // event's `Drop` that calls into the bus counts as handler code.
-        drop(env);
+        let delay = retry
+            .backoff_schedule()
+            .delay_jittered(env.attempt(), self.jitter_seed(&env));
+        let now = self.runtime.timer.now();
+        let due = now
+            .checked_add(delay)
+            .unwrap_or(now + std::time::Duration::from_secs(u32::MAX.into()));
+        retries.push(due, env.with_attempt(next));
+        Counters::add(&self.counters.retried, 1);
+        Counters::add(&self.counters.retrying, 1);
+        if due > now {
+            let me: Weak<dyn Wake> = self.me.clone();
+            self.runtime.timer.arm(due, me);
+        }
+        // A waiting retry stays in flight only under a clock that moves by itself.
+        !self.runtime.retries_hold_idle
     }
 
-    fn fail(&self, env: &Envelope<E>, failure: Failure) {
-        self.record_failure(failure.to_string());
-        self.report_failure(env, failure);
+    /// Spreads retries of different events apart, the same way every run.
+    fn jitter_seed(&self, env: &Envelope<E>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (env.topic(), env.seq(), &*self.name).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Publishes dead letters on `DeadLetter<E>`'s topic, keeping in the store those
+    /// that reach nobody. After the run lock is released: subscribers of dead letters
+    /// may run right here (inline).
+    fn send_dead_letters(&self, dead: Vec<DeadLetter<E>>) {
+        let Some(sink) = &self.dead_letters else {
+            return;
+        };
+        for letter in dead {
+            // As if the failed event's handler published it: causation, correlation,
+            // and never waiting for mailbox space.
+            let _scope = context::enter(context::Delivery {
+                event: letter.envelope.id(),
+                correlation: letter.envelope.correlation_id(),
+                subscriber: self.id,
+            });
+            // No dead letter of a dead letter.
+            if letter.envelope.is_dead_letter() {
+                sink.store.keep(letter);
+                continue;
+            }
+            let mut draft = Draft::new(letter.clone());
+            draft.dead_letter = true;
+            if !(sink.sink)(draft) {
+                sink.store.keep(letter);
+            }
+        }
     }
 
     fn record_failure(&self, text: String) {
@@ -286,7 +476,9 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
     fn run_batch(&self, budget: &mut usize) -> bool {
         let mut guard = self.run.lock();
         let state = &mut *guard;
-        let mut handled = 0;
+        // A wake token (see `retries`) is settled with this batch.
+        let mut settled = usize::from(self.wake_token.swap(false, Ordering::SeqCst));
+        let mut dead = Vec::new();
         let retire = loop {
             let stop = if self.runtime.is_aborted() {
                 Some(DropReason::Shutdown)
@@ -302,64 +494,136 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             if *budget == 0 {
                 break None;
             }
-            // A handed-off event is older than anything queued.
-            let env = match state.handed.take() {
-                Some(env) => {
-                    self.inbox.release_handed();
-                    env
+            let env = match self.next_event(&mut state.handed, &mut state.retries) {
+                Next::Event(env) => env,
+                Next::Lagged(n) => {
+                    // Accepted, in flight, and passed over: settled here.
+                    self.counters.drop_n(DropReason::Oldest, n);
+                    self.runtime.in_flight.finish(n as usize);
+                    continue;
                 }
-                None => match self.inbox.next() {
-                    Next::Event(env) => env,
-                    Next::Lagged(n) => {
-                        // Accepted, in flight, and passed over: settled here.
-                        self.counters.drop_n(DropReason::Oldest, n);
-                        self.runtime.in_flight.finish(n as usize);
-                        continue;
-                    }
-                    Next::Empty => break None,
-                },
+                Next::Empty => break None,
             };
             *budget -= 1;
-            handled += 1;
-            self.invoke(handler, env);
+            settled += usize::from(self.invoke(handler, env, &mut state.retries, &mut dead));
         };
         // Retiring discards under the lock (see `retire`).
         let retired = retire.map(|reason| {
-            self.discard(state.handed.take(), reason);
+            let retries = state.retries.take_all();
+            self.discard(state.handed.take(), retries, reason);
             state.handler.take()
         });
         // Out of budget with nothing left counts as seen empty: a hand-off (budget 1)
         // then releases at once instead of a second trip through the run queue. The
-        // look comes after `begin_run`, so a push it misses sets `NOTIFIED`.
+        // look comes after `begin_run`, so a push it misses sets `NOTIFIED`; a retry
+        // that comes due later is woken by the timer.
         let empty = match &retired {
             Some(_) => true,
-            None => *budget > 0 || self.inbox.is_empty(),
+            None => *budget > 0 || (self.inbox.is_empty() && state.retries.is_empty()),
         };
         drop(guard);
-        self.runtime.in_flight.finish(handled);
+        self.send_dead_letters(dead);
+        self.runtime.in_flight.finish(settled);
         // The closure drops outside the lock: its captures may call into the bus.
         drop(retired);
         empty
     }
 
+    /// Whether held deliveries are lent out of `in_flight` (see `retries`).
+    fn lends(&self) -> bool {
+        self.dead_letters.is_some() && !self.runtime.retries_hold_idle
+    }
+
+    /// Lends what is queued behind a waiting retry out of `in_flight` (run lock held).
+    fn lend_held(&self) {
+        if !self.lends() {
+            return;
+        }
+        self.settle_evictions();
+        let unread = self.inbox.unread();
+        let lent = self.lent.load(Ordering::Relaxed);
+        if unread > lent {
+            self.lent.store(unread, Ordering::Relaxed);
+            self.runtime.in_flight.finish((unread - lent) as usize);
+        }
+    }
+
+    /// No longer held: counts the lent deliveries in flight again (run lock held).
+    fn reclaim_lent(&self) {
+        self.settle_evictions();
+        let lent = self.lent.swap(0, Ordering::Relaxed);
+        self.runtime.in_flight.add(lent as usize);
+    }
+
+    /// Settles deferred evictions: the oldest events go, lent ones first (run lock
+    /// held; see `retries`).
+    fn settle_evictions(&self) {
+        if self.evicted.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let evicted = self.evicted.swap(0, Ordering::AcqRel);
+        let lent = self.lent.load(Ordering::Relaxed);
+        let from_lent = evicted.min(lent);
+        self.lent.store(lent - from_lent, Ordering::Relaxed);
+        self.runtime.in_flight.finish((evicted - from_lent) as usize);
+    }
+
+    /// The next event to handle: a retry that is due, then (unless waiting retries hold
+    /// the line, see `retries`) a handed-off event, then the inbox.
+    fn next_event(&self, handed: &mut Option<Envelope<E>>, retries: &mut Retries<E>) -> Next<E> {
+        if !retries.is_empty() {
+            if let Some(env) = retries.take_due(self.runtime.timer.now()) {
+                Counters::sub(&self.counters.retrying, 1);
+                if !self.runtime.retries_hold_idle {
+                    self.runtime.in_flight.add(1);
+                }
+                return Next::Event(env);
+            }
+            let held = match self.retry().map(Retry::order) {
+                Some(RetryOrder::Ordered) => true,
+                _ => retries.len() >= self.retry_limit,
+            };
+            if held {
+                self.lend_held();
+                return Next::Empty;
+            }
+        }
+        if self.lends() {
+            self.reclaim_lent();
+        }
+        // A handed-off event is older than anything queued.
+        match handed.take() {
+            Some(env) => {
+                self.inbox.release_handed();
+                Next::Event(env)
+            }
+            None => self.inbox.next(),
+        }
+    }
+
     pub(crate) fn stats(&self) -> SubscriberStats {
         let c = &self.counters;
-        let mut stats = SubscriberStats {
-            id: self.id,
-            name: self.name.to_string(),
-            topic: self.topic.to_string(),
-            consumer: self.consumer,
-            overflow: self.overflow,
-            capacity: None,
-            accepted: c.accepted.load(Ordering::Relaxed),
-            delivered: c.delivered.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            dropped: c.dropped(),
-            refused: c.refused.load(Ordering::Relaxed),
-            queued: 0,
-            high_water: 0,
-            last_error: c.last_error.lock().clone(),
-        };
+        let mut stats = SubscriberStats::zero(
+            self.id,
+            self.name.to_string(),
+            self.topic.to_string(),
+            self.consumer,
+            self.overflow,
+        );
+        stats.delivery = self.delivery;
+        stats.accepted = c.accepted.load(Ordering::Relaxed);
+        stats.delivered = c.delivered.load(Ordering::Relaxed);
+        stats.failed = c.failed.load(Ordering::Relaxed);
+        stats.retried = c.retried.load(Ordering::Relaxed);
+        stats.dead_lettered = c.dead_lettered.load(Ordering::Relaxed);
+        stats.retrying = c.retrying.load(Ordering::Relaxed);
+        if let Some(store) = self.dead_letter_store() {
+            stats.dead_letters_kept = store.len() as u64;
+            stats.dead_letters_evicted = store.evicted();
+        }
+        stats.dropped = c.dropped();
+        stats.refused = c.refused.load(Ordering::Relaxed);
+        stats.last_error = c.last_error.lock().clone();
         self.inbox.fill(&mut stats);
         stats
     }
@@ -378,7 +642,10 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         }
         if let Some(evicted) = self.inbox.push_evicting(env) {
             self.counters.drop_n(DropReason::Oldest, 1);
-            if self.is_push() {
+            if self.lends() {
+                // Maybe a lent delivery: the runner settles it (see `retries`).
+                self.evicted.fetch_add(1, Ordering::AcqRel);
+            } else if self.is_push() {
                 self.runtime.in_flight.finish(1);
             } else {
                 Counters::add(&self.counters.unreported_lag, 1);
@@ -397,6 +664,31 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         Counters::add_exclusive(&self.counters.accepted, 1);
         state.handed = Some(env);
         Ok(())
+    }
+}
+
+/// The timer's wake (see `retries`): as a publish would, plus the wake token under a
+/// clock moved by hand.
+impl<E: Send + Sync + 'static, Q: Inbox<E>> Wake for Subscriber<E, Q> {
+    fn wake(self: std::sync::Arc<Self>) {
+        if !self.is_active() {
+            return;
+        }
+        if !self.runtime.retries_hold_idle {
+            // Counted before the token is visible, so the runner never finishes it first.
+            self.runtime.in_flight.add(1);
+            if self.wake_token.swap(true, Ordering::SeqCst) {
+                self.runtime.in_flight.finish(1);
+            }
+            // Retired meanwhile: nobody may clear the token any more but us.
+            if !self.is_active() && self.wake_token.swap(false, Ordering::SeqCst) {
+                self.runtime.in_flight.finish(1);
+                return;
+            }
+        }
+        if self.notify() {
+            self.submit();
+        }
     }
 }
 

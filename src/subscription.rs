@@ -1,17 +1,19 @@
 //! `Subscription`: the RAII guard of a push subscriber, and the type-erased control
 //! every subscriber gives its bus.
 
+use std::any::Any;
 use std::fmt;
 use std::time::Duration;
 
 use crate::bus::BusShared;
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::envelope::Envelope;
 use crate::inbox::Inbox;
 use crate::mailbox::Mailbox;
 use crate::policy::{Dispatch, DropReason};
 use crate::stats::{Consumer, SubscriberId, SubscriberStats};
 use crate::subscriber::Subscriber;
-use crate::sync::{Arc, Weak};
+use crate::sync::{Arc, Ordering, Weak};
 use crate::topic::TopicCore;
 
 /// What the bus and the guards need from a subscriber, whatever its event type.
@@ -28,6 +30,10 @@ pub(crate) trait Control: Send + Sync {
     fn retire(&self, grace: Duration) -> bool;
     /// Shutdown: a receiver learns no more events come; an own thread is told to stop.
     fn close_input(&self);
+    /// Events dropped at shutdown while they waited for a retry.
+    fn abandoned_retries(&self) -> u64;
+    /// The subscriber's `DeadLetterStore<E>`, if it is at-least-once.
+    fn dead_letter_store(&self) -> Option<&dyn Any>;
 }
 
 /// A subscriber together with the topic and bus it is registered in.
@@ -80,6 +86,14 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Control for Registration<E, Q> {
             }
             Consumer::Handler(_) => {}
         }
+    }
+
+    fn abandoned_retries(&self) -> u64 {
+        self.sub.counters.abandoned_retries.load(Ordering::Relaxed)
+    }
+
+    fn dead_letter_store(&self) -> Option<&dyn Any> {
+        self.sub.dead_letter_store().map(|store| store as &dyn Any)
     }
 }
 
@@ -137,6 +151,27 @@ impl Subscription {
     pub fn unsubscribe(mut self) -> SubscriberStats {
         self.attached = false;
         self.control.unsubscribe()
+    }
+
+    /// A copy of the dead letters this at-least-once subscriber keeps because they
+    /// reached nobody (no subscriber of [`DeadLetter<E>`], or only full ones), oldest
+    /// first. `None` if `E` is not the subscriber's event type or it is at-most-once.
+    /// The store stays as it is; see [`take_dead_letters`](Self::take_dead_letters).
+    ///
+    /// To publish one again: `bus.publish(letter.into_event()?)`, or with `E: Clone`,
+    /// `bus.publish(letter.envelope().event().clone())`.
+    pub fn dead_letters<E: Send + Sync + 'static>(&self) -> Option<Vec<DeadLetter<E>>> {
+        self.store::<E>().map(DeadLetterStore::snapshot)
+    }
+
+    /// Like [`dead_letters`](Self::dead_letters), but empties the store: the caller now
+    /// owns them (for instance, to publish them again).
+    pub fn take_dead_letters<E: Send + Sync + 'static>(&self) -> Option<Vec<DeadLetter<E>>> {
+        self.store::<E>().map(DeadLetterStore::take)
+    }
+
+    fn store<E: Send + Sync + 'static>(&self) -> Option<&DeadLetterStore<E>> {
+        self.control.dead_letter_store()?.downcast_ref()
     }
 
     /// Lets the guard go without unsubscribing: the handler stays until shutdown.

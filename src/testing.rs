@@ -9,13 +9,20 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::clock::Clock;
+use crate::clock::{Alarm, Clock};
 use crate::sync::{Arc, Mutex};
 
 /// A clock that moves only when the test moves it.
 ///
 /// Clones share one time. Starts at the Unix epoch unless built with
 /// [`ManualClock::at`].
+///
+/// Every bus built with it is told when it moves ([`Clock::on_move`]): retries whose
+/// backoff has passed become due at once, and an inline subscriber's retry runs inside
+/// [`advance`](Self::advance) or [`set`](Self::set), before it returns. A pool
+/// subscriber's retry is queued then; [`Bus::wait_idle`](crate::Bus::wait_idle) waits
+/// for it. Retries not yet due do not hold `wait_idle` up: only the test can make them
+/// due.
 ///
 /// # Example
 ///
@@ -34,7 +41,14 @@ use crate::sync::{Arc, Mutex};
 /// ```
 #[derive(Debug, Clone)]
 pub struct ManualClock {
-    now: Arc<Mutex<SystemTime>>,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug)]
+struct State {
+    now: SystemTime,
+    /// The buses that use this clock.
+    alarms: Vec<Alarm>,
 }
 
 impl ManualClock {
@@ -46,7 +60,10 @@ impl ManualClock {
     /// A clock at `time`.
     pub fn at(time: SystemTime) -> Self {
         ManualClock {
-            now: Arc::new(Mutex::new(time)),
+            state: Arc::new(Mutex::new(State {
+                now: time,
+                alarms: Vec::new(),
+            })),
         }
     }
 
@@ -56,13 +73,27 @@ impl ManualClock {
     ///
     /// If the time would overflow `SystemTime`.
     pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock();
-        *now += by;
+        let mut state = self.state.lock();
+        state.now += by;
+        self.ring(state);
     }
 
     /// Sets the clock to `time` (it may go backwards, as a wall clock can).
     pub fn set(&self, time: SystemTime) {
-        *self.now.lock() = time;
+        let mut state = self.state.lock();
+        state.now = time;
+        self.ring(state);
+    }
+
+    /// Rings every live bus's alarm, outside the lock: ringing runs handlers, which may
+    /// read the clock.
+    fn ring(&self, mut state: crate::sync::MutexGuard<'_, State>) {
+        state.alarms.retain(Alarm::is_live);
+        let alarms = state.alarms.clone();
+        drop(state);
+        for alarm in alarms {
+            alarm.ring();
+        }
     }
 }
 
@@ -74,6 +105,13 @@ impl Default for ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self.now.lock()
+        self.state.lock().now
+    }
+
+    fn on_move(&self, alarm: Alarm) -> bool {
+        let mut state = self.state.lock();
+        state.alarms.retain(Alarm::is_live);
+        state.alarms.push(alarm);
+        true
     }
 }

@@ -230,7 +230,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             return Err(parts);
         };
         let seat = readers.join(capacity, parts.overflow);
-        let sub = Arc::new(Subscriber::new(parts, seat));
+        let sub = Subscriber::new(parts, seat);
         // In the same hold of the lock as the join: the runner hears of every position.
         readers.add_runner(sub.clone());
         Ok(sub)
@@ -406,14 +406,16 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         for target in &mut targets {
             let sub = target.sub;
             let plan = match std::mem::replace(&mut target.plan, Plan::Skip) {
-                Plan::Reserved if may_hand_off && sub.is_inline() && sub.claim() => match sub.hand_off(env.clone()) {
-                    Ok(()) => Plan::HandedOff,
-                    Err(env) => {
-                        // The claim made this publish the subscriber's owner.
-                        sub.enqueue(env, false);
-                        Plan::Queued { submit: true }
+                Plan::Reserved if may_hand_off && sub.takes_hand_off() && sub.claim() => {
+                    match sub.hand_off(env.clone()) {
+                        Ok(()) => Plan::HandedOff,
+                        Err(env) => {
+                            // The claim made this publish the subscriber's owner.
+                            sub.enqueue(env, false);
+                            Plan::Queued { submit: true }
+                        }
                     }
-                },
+                }
                 Plan::Reserved => {
                     sub.enqueue(env.clone(), false);
                     Plan::Queued { submit: sub.notify() }
@@ -506,6 +508,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 headers: draft.headers,
                 correlation_id,
                 causation_id: parent.map(|p| p.event),
+                dead_letter: draft.dead_letter,
             },
         }))
     }
