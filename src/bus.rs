@@ -406,6 +406,17 @@ impl Bus {
     /// last handler of the last event returns. Events waiting in a [`Receiver`] are not
     /// in flight (they wait for their owner).
     ///
+    /// # Retries
+    ///
+    /// With a clock that moves by itself (the default [`SystemClock`](crate::SystemClock)),
+    /// an event waiting for an at-least-once retry is in flight: this waits for the
+    /// retry, so at most the remaining backoff. With a clock moved by hand
+    /// ([`ManualClock`](crate::testing::ManualClock)), only the test can make a retry
+    /// due, so this does *not* wait for retries that are not due, nor for the events an
+    /// [`Ordered`](crate::RetryOrder::Ordered) subscriber holds behind one: it returns,
+    /// and the subscriber's stats report them (`retrying`, `queued`). Advancing the
+    /// clock makes them due; the next `wait_idle` waits for them.
+    ///
     /// # Errors
     ///
     /// [`WaitIdleError::Timeout`] with the number still in flight, or

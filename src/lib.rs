@@ -50,7 +50,8 @@
 //! `publish` returns `Ok` once the event is queued for every matching subscriber, or
 //! accounted for by that subscriber's overflow policy. Every `Err` hands the event back
 //! ([`PublishError::into_event`]). For every subscriber, whenever nothing is running:
-//! `delivered + failed + dropped + queued == accepted` ([`SubscriberStats::is_balanced`]).
+//! `delivered + failed + dead_lettered + dropped + queued + retrying == accepted`
+//! ([`SubscriberStats::is_balanced`]).
 //! An event that matches no subscriber is counted as unrouted on its topic.
 //!
 //! ```
@@ -79,11 +80,12 @@
 //!
 //! One subscriber runs one event at a time, and sees a topic's events in `seq` order,
 //! which is publish order for each publishing thread. The pool never runs one
-//! subscriber on two workers at once. Across topics no order is promised.
+//! subscriber on two workers at once. Across topics no order is promised. Under
+//! at-least-once, retries keep this order or not, as the subscriber chose (below).
 //!
 //! ## Panics are contained
 //!
-//! A handler that panics or returns `Err` is a failed delivery: counted, its text kept
+//! A handler that panics or returns `Err` is a failed attempt: counted, its text kept
 //! as the subscriber's `last_error`, and passed to the error hook
 //! ([`SubscriberBuilder::on_error`]). The worker and every other subscriber go on. The
 //! bus holds no lock of its own while user code runs, except the subscriber's own run
@@ -136,6 +138,65 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Delivery guarantees
+//!
+//! Each subscriber picks what a failed handler (an `Err` or a panic) means:
+//!
+//! | policy | can it duplicate? | can it lose? | cost |
+//! |---|---|---|---|
+//! | [`Delivery::AtMostOnce`] (default) | never: each event is handled at most once | a failure is final, counted as `failed` | none |
+//! | [`Delivery::AtLeastOnce`] | yes: an attempt that failed after a side effect is retried | no: after the last attempt the event becomes a [`DeadLetter`], counted and kept | nothing while handlers succeed (see `BENCHMARKS.md`); a failure costs one timer entry |
+//!
+//! Under at-least-once ([`SubscriberBuilder::at_least_once`]), a failed event is
+//! retried after a [`Backoff`] measured on the bus [`Clock`] (fixed, or exponential
+//! with a cap, with optional deterministic jitter), up to `max_attempts` (5 by
+//! default; unlimited only by [`Retry::unlimited_attempts`]). The handler sees
+//! [`Envelope::attempt`]. The order is chosen explicitly: [`Retry::ordered`] holds the
+//! subscriber's later events until the failing one succeeds or is dead-lettered;
+//! [`Retry::unordered`] lets them overtake it (at most `capacity` events wait for a
+//! retry at once; then the subscriber takes no new event until one settles).
+//!
+//! When the attempts run out, a [`DeadLetter<E>`](DeadLetter) (the envelope, the
+//! subscriber's name, the attempts, the last error's text) is published on the bus;
+//! subscribe to it like any event. If it reaches nobody, the subscriber keeps it in a
+//! bounded store (1024 by default, oldest evicted and counted) that
+//! [`Subscription::dead_letters`] reads and [`Subscription::take_dead_letters`]
+//! empties, to publish again. A failing dead-letter subscriber never makes a dead
+//! letter of a dead letter.
+//!
+//! Overflow policies and unsubscribe still drop events under either policy, and count
+//! them: delivery policies are about the handler failing, not about a full mailbox.
+//!
+//! ```
+//! use std::time::Duration;
+//! use crier::{testing::ManualClock, Backoff, Bus, DeadLetter, Envelope, Retry};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let clock = ManualClock::new();
+//! let bus = Bus::builder().clock(clock.clone()).build()?;
+//! let payments = bus
+//!     .subscriber::<u32>()
+//!     .name("payments")
+//!     .at_least_once(Retry::ordered().max_attempts(3).backoff(Backoff::fixed(Duration::from_secs(1))))
+//!     .subscribe(|order: &Envelope<u32>| -> Result<(), String> {
+//!         if **order == 13 { Err("card declined".into()) } else { Ok(()) }
+//!     })?;
+//! bus.publish(12_u32)?;
+//! bus.publish(13_u32)?;
+//! bus.publish(14_u32)?; // held behind 13: the retries are ordered
+//! bus.wait_idle(Duration::from_secs(5))?; // does not wait for the manual clock
+//! assert_eq!((payments.stats().delivered, payments.stats().retrying), (1, 1));
+//! clock.advance(Duration::from_secs(1));
+//! bus.wait_idle(Duration::from_secs(5))?;
+//! clock.advance(Duration::from_secs(1));
+//! bus.wait_idle(Duration::from_secs(5))?;
+//! let stats = payments.stats();
+//! assert_eq!((stats.delivered, stats.retried, stats.dead_lettered), (2, 2, 1));
+//! let kept: Vec<DeadLetter<u32>> = payments.dead_letters().unwrap_or_default();
+//! assert_eq!((**kept[0].envelope(), kept[0].attempts(), kept[0].error()), (13, 3, "card declined"));
+//! # Ok(()) }
+//! ```
+//!
 //! ## Unsubscribe is final
 //!
 //! Once dropping a [`Subscription`] (or [`Subscription::unsubscribe`]) returns, its
@@ -179,7 +240,9 @@
 //! Build the bus with [`BusBuilder::inline`] and every handler has run when `publish`
 //! returns; or keep the pool and call [`Bus::wait_idle`], which counts deliveries
 //! (including those of events that handlers publish) instead of waiting for silence.
-//! [`testing::ManualClock`] fixes the time envelopes are stamped with.
+//! [`testing::ManualClock`] fixes the time envelopes are stamped with and drives retry
+//! backoff: advancing it runs the retries that came due, and `wait_idle` never waits for
+//! one that only the test can make due.
 //!
 //! # Features
 //!
