@@ -88,6 +88,7 @@ pub(crate) struct Metadata {
     pub(crate) seq: u64,
     pub(crate) published_at: SystemTime,
     pub(crate) key: Option<Box<str>>,
+    pub(crate) idempotency_key: Option<Box<str>>,
     pub(crate) headers: Headers,
     pub(crate) correlation_id: EventId,
     pub(crate) causation_id: Option<EventId>,
@@ -105,6 +106,7 @@ impl Metadata {
             seq: 0,
             published_at: SystemTime::UNIX_EPOCH,
             key: None,
+            idempotency_key: None,
             headers: Headers::default(),
             correlation_id: id,
             causation_id: None,
@@ -188,6 +190,13 @@ impl<E> Envelope<E> {
         self.shared.meta.key.as_deref()
     }
 
+    /// The idempotency key, if the publisher set one: events with the same key are the
+    /// same operation, which a subscriber with a [`DedupWindow`](crate::DedupWindow)
+    /// handles once.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.shared.meta.idempotency_key.as_deref()
+    }
+
     /// The headers the publisher set.
     pub fn headers(&self) -> &Headers {
         &self.shared.meta.headers
@@ -265,6 +274,7 @@ impl<E> fmt::Debug for Envelope<E> {
             .field("seq", &meta.seq)
             .field("published_at", &meta.published_at)
             .field("key", &meta.key)
+            .field("idempotency_key", &meta.idempotency_key)
             .field("headers", &meta.headers)
             .field("correlation_id", &meta.correlation_id)
             .field("causation_id", &meta.causation_id)

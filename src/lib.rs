@@ -197,6 +197,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Idempotency
+//!
+//! An event may carry an idempotency key (`bus.message(e).idempotency_key(k)`), or a
+//! subscriber may derive one ([`SubscriberBuilder::dedup_by`]). A subscriber with a
+//! [`DedupWindow`] ([`SubscriberBuilder::dedup`]) skips an event whose key already
+//! *succeeded* for it and counts it as `deduplicated`. The window is bounded by count
+//! and by age, whichever is hit first, and keeps a fixed-size hash per key, so its
+//! memory stays flat however many keys pass.
+//!
+//! *Exactly-once effect* here means: with at-least-once delivery and a window, a key's
+//! handler completes successfully once, as long as (1) duplicates arrive while the key
+//! is in the window (younger than its age bound, among its last `capacity` keys),
+//! (2) within one subscriber of one process (nothing is persisted), and (3) the effect
+//! is done when the handler returns `Ok`. A handler that fails after its side effect is
+//! retried and repeats it, as with any broker; outside the window a duplicate runs
+//! again. Both are documented false negatives, never silent losses.
+//!
 //! ## Unsubscribe is final
 //!
 //! Once dropping a [`Subscription`] (or [`Subscription::unsubscribe`]) returns, its
@@ -264,6 +281,8 @@ mod count;
 #[cfg(not(loom))]
 mod dead_letter;
 #[cfg(not(loom))]
+mod dedup;
+#[cfg(not(loom))]
 mod delivery;
 #[cfg(not(loom))]
 mod dispatch;
@@ -319,6 +338,7 @@ pub use crate::{
     bus::{Bus, WeakBus},
     clock::{Alarm, Clock, SystemClock},
     dead_letter::DeadLetter,
+    dedup::DedupWindow,
     delivery::{Backoff, Delivery, Retry, RetryOrder, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_MAX_ATTEMPTS},
     envelope::{Envelope, EventId, Headers},
     error::{

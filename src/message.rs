@@ -11,6 +11,7 @@ use crate::topic::{Receipt, Topic, Wait};
 pub(crate) struct Draft<E> {
     pub(crate) event: E,
     pub(crate) key: Option<Box<str>>,
+    pub(crate) idempotency_key: Option<Box<str>>,
     pub(crate) headers: Headers,
     pub(crate) correlation_id: Option<EventId>,
     /// Published by the bus as a dead letter.
@@ -22,6 +23,7 @@ impl<E> Draft<E> {
         Draft {
             event,
             key: None,
+            idempotency_key: None,
             headers: Headers::default(),
             correlation_id: None,
             dead_letter: false,
@@ -72,6 +74,15 @@ impl<E: Send + Sync + 'static> Message<E> {
         self
     }
 
+    /// Sets the idempotency key ([`Envelope::idempotency_key`](crate::Envelope::idempotency_key)):
+    /// publishing the same operation twice with one key lets a subscriber with a
+    /// [`DedupWindow`](crate::DedupWindow) handle it once. Any length; windows keep a
+    /// fixed-size hash of it, not the key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.draft.idempotency_key = Some(key.into().into_boxed_str());
+        self
+    }
+
     /// Adds a header; several may share a name.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.draft.headers.push(name.into(), value.into());
@@ -119,6 +130,7 @@ impl<E> fmt::Debug for Message<E> {
             .field("topic", &self.topic.core.name)
             .field("event", &std::any::type_name::<E>())
             .field("key", &self.draft.key)
+            .field("idempotency_key", &self.draft.idempotency_key)
             .field("headers", &self.draft.headers)
             .field("correlation_id", &self.draft.correlation_id)
             .finish()

@@ -39,6 +39,10 @@ pub(crate) struct Counters {
     pub(crate) dead_lettered: AtomicU64,
     /// At-least-once: events waiting for a retry now.
     pub(crate) retrying: AtomicU64,
+    /// Events skipped because their key already succeeded (dedup window).
+    pub(crate) deduplicated: AtomicU64,
+    /// Keys in the dedup window after its last change.
+    pub(crate) dedup_keys: AtomicU64,
     /// Of `dropped[Shutdown]`: events that were waiting for a retry.
     pub(crate) abandoned_retries: AtomicU64,
     pub(crate) dropped: [AtomicU64; 5],
@@ -136,12 +140,12 @@ pub enum Consumer {
 /// A snapshot of one subscriber's counters.
 ///
 /// The accounting identity (promise 1) reads
-/// `delivered + failed + dead_lettered + dropped.total() + queued + retrying == accepted`;
+/// `delivered + failed + dead_lettered + deduplicated + dropped.total() + queued + retrying == accepted`;
 /// it holds whenever no handler is running and no publish is in progress, for instance
 /// after [`Bus::wait_idle`](crate::Bus::wait_idle). [`is_balanced`](Self::is_balanced)
 /// checks it. Each accepted event is in exactly one of those: handled, failed for good
-/// (at-most-once), dead-lettered (at-least-once), dropped, still queued, or waiting for
-/// a retry. `retried` is not in it: it counts failed attempts, not events.
+/// (at-most-once), dead-lettered (at-least-once), skipped as a duplicate, dropped,
+/// still queued, or waiting for a retry. `retried` is not in it: it counts failed attempts, not events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
@@ -180,6 +184,11 @@ pub struct SubscriberStats {
     pub dead_letters_kept: u64,
     /// Dead letters evicted from the full store, oldest first.
     pub dead_letters_evicted: u64,
+    /// Events skipped because their idempotency key already succeeded for this
+    /// subscriber within its [`DedupWindow`](crate::DedupWindow).
+    pub deduplicated: u64,
+    /// Keys its dedup window remembers (at most the window's capacity).
+    pub dedup_keys: u64,
     /// Accepted events dropped instead of handled, by reason.
     pub dropped: DropCounts,
     /// Publishes refused (`Err(Full)`, `Err(Timeout)`) because of this subscriber's full
@@ -212,6 +221,8 @@ impl SubscriberStats {
             retrying: 0,
             dead_letters_kept: 0,
             dead_letters_evicted: 0,
+            deduplicated: 0,
+            dedup_keys: 0,
             dropped: DropCounts::default(),
             refused: 0,
             queued: 0,
@@ -220,11 +231,11 @@ impl SubscriberStats {
         }
     }
 
-    /// `delivered + failed + dead_lettered + dropped + queued + retrying == accepted`
-    /// (see the type's docs for when it must hold).
+    /// `delivered + failed + dead_lettered + deduplicated + dropped + queued + retrying
+    /// == accepted` (see the type's docs for when it must hold).
     pub fn is_balanced(&self) -> bool {
-        self.delivered + self.failed + self.dead_lettered + self.dropped.total() + self.queued + self.retrying
-            == self.accepted
+        let settled = self.delivered + self.failed + self.dead_lettered + self.deduplicated;
+        settled + self.dropped.total() + self.queued + self.retrying == self.accepted
     }
 }
 

@@ -1,8 +1,10 @@
 //! `SubscriberBuilder<E>`: the options of a subscriber or receiver.
 
 use std::fmt;
+use std::hash::Hash;
 
 use crate::broadcast::{self, RingReceiver};
+use crate::dedup::DedupWindow;
 use crate::delivery::{Delivery, Retry};
 use crate::envelope::Envelope;
 use crate::error::{BoxError, HandlerError, SubscribeError};
@@ -10,7 +12,7 @@ use crate::mailbox::Mailbox;
 use crate::policy::{Dispatch, Overflow};
 use crate::receiver::Receiver;
 use crate::stats::Consumer;
-use crate::subscriber::{ErrorHook, Filter, Handler, Parts, Subscriber};
+use crate::subscriber::{ErrorHook, Filter, Handler, KeyOf, Parts, Subscriber};
 use crate::subscription::{Control, Registration, Subscription};
 use crate::sync::Arc;
 use crate::topic::Topic;
@@ -76,6 +78,8 @@ pub struct SubscriberBuilder<E> {
     dispatch: Option<Dispatch>,
     error_hook: Option<ErrorHook>,
     delivery: Delivery,
+    dedup: Option<DedupWindow>,
+    dedup_key: Option<KeyOf<E>>,
 }
 
 impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
@@ -89,6 +93,8 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             dispatch: None,
             error_hook: None,
             delivery: Delivery::AtMostOnce,
+            dedup: None,
+            dedup_key: None,
         }
     }
 
@@ -170,6 +176,52 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         self
     }
 
+    /// Skips an event whose idempotency key already succeeded for this subscriber within
+    /// `window`, counting it as `deduplicated` (see [`DedupWindow`] for the bounds).
+    /// The key is the envelope's [`idempotency_key`](Envelope::idempotency_key), or
+    /// what [`dedup_by`](Self::dedup_by) derives; an event without one is never skipped.
+    ///
+    /// # Exactly-once effect, and its bounds
+    ///
+    /// With at-least-once delivery and a window, a handler's *effect* happens once per
+    /// key: a duplicate publish, or a redelivery after the key succeeded, is skipped. It
+    /// holds only (1) within the window's age and count (an older or evicted key runs
+    /// again), (2) within this subscriber and this process (nothing is persisted), and
+    /// (3) for effects that complete when the handler returns `Ok`: a handler that
+    /// fails *after* its side effect is retried, and the effect repeats, as with every
+    /// broker. Make such effects idempotent themselves, or key them.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crier::{Bus, DedupWindow, Envelope};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::builder().inline().build()?;
+    /// let sub = bus
+    ///     .subscriber::<u32>()
+    ///     .dedup(DedupWindow::new(10_000, Duration::from_secs(300)))
+    ///     .subscribe(|_: &Envelope<u32>| {})?;
+    /// bus.message(10_u32).idempotency_key("charge-42").publish()?;
+    /// bus.message(10_u32).idempotency_key("charge-42").publish()?; // the same charge
+    /// let stats = sub.stats();
+    /// assert_eq!((stats.delivered, stats.deduplicated), (1, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn dedup(mut self, window: DedupWindow) -> Self {
+        self.dedup = Some(window);
+        self
+    }
+
+    /// Derives each event's idempotency key instead of reading the envelope's (needs
+    /// [`dedup`](Self::dedup) to take effect). `None`: the event is never skipped. A
+    /// key function that panics fails the attempt, like the handler.
+    pub fn dedup_by<K: Hash>(mut self, key: impl Fn(&Envelope<E>) -> Option<K> + Send + Sync + 'static) -> Self {
+        self.dedup_key = Some(Box::new(move |env, seen| key(env).map(|k| seen.hash(&k))));
+        self
+    }
+
     /// Sets the delivery policy ([`Delivery::AtMostOnce`] by default).
     pub fn delivery(mut self, delivery: Delivery) -> Self {
         self.delivery = delivery;
@@ -201,12 +253,17 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     ///
     /// [`SubscribeError::ZeroCapacity`] for `capacity(0)`, [`SubscribeError::Closed`]
     /// once the bus is shut down. [`SubscribeError::InvalidPolicy`] for
-    /// [`at_least_once`](Self::at_least_once): a receiver's caller handles each event
-    /// itself, so there is no failure for the bus to retry.
+    /// [`at_least_once`](Self::at_least_once) or [`dedup`](Self::dedup): a receiver's
+    /// caller handles each event itself, so the bus never sees it fail or succeed.
     pub fn receiver(self) -> Result<Receiver<E>, SubscribeError> {
         if let Delivery::AtLeastOnce(_) = self.delivery {
             return Err(SubscribeError::InvalidPolicy {
                 reason: "a receiver cannot be at-least-once: the bus never sees it fail",
+            });
+        }
+        if self.dedup.is_some() {
+            return Err(SubscribeError::InvalidPolicy {
+                reason: "a receiver cannot have a dedup window: the bus never sees it succeed",
             });
         }
         let bus = &self.topic.bus;
@@ -252,6 +309,11 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
                 .map_err(|reason| SubscribeError::InvalidPolicy { reason })?;
             bus.start_timer()?;
         }
+        if let Some(window) = &self.dedup {
+            window
+                .check()
+                .map_err(|reason| SubscribeError::InvalidPolicy { reason })?;
+        }
         let executor = match consumer {
             Consumer::Handler(Dispatch::Pool) => Some(bus.pool()?),
             Consumer::Handler(Dispatch::Thread) => {
@@ -273,6 +335,8 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             delivery: self.delivery,
             retry_limit: capacity.unwrap_or(bus.config.capacity),
             bus: Arc::downgrade(bus),
+            dedup: self.dedup,
+            dedup_key: self.dedup_key,
         };
         Ok((parts, capacity))
     }

@@ -48,6 +48,7 @@ use std::time::Duration;
 use crate::bus::BusShared;
 use crate::context;
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::dedup::{DedupWindow, Seen};
 use crate::delivery::{Delivery, Retry, RetryOrder};
 use crate::dispatch::{self, Executor, Runnable, Runtime, Step};
 use crate::envelope::Envelope;
@@ -66,6 +67,17 @@ use crate::topic::Wait;
 pub(crate) type Handler<E> = Box<dyn FnMut(&Envelope<E>) -> Result<(), BoxError> + Send>;
 pub(crate) type Filter<E> = Box<dyn Fn(&E) -> bool + Send + Sync>;
 pub(crate) type ErrorHook = std::sync::Arc<dyn Fn(&HandlerError) + Send + Sync>;
+
+/// What a successful attempt was.
+enum Attempt {
+    /// The handler ran and succeeded; the key and time to remember, with a window.
+    Handled(Option<(u128, std::time::SystemTime)>),
+    /// Its key already succeeded within the dedup window: skipped.
+    Duplicate,
+}
+
+/// Derives a subscriber's idempotency key, hashed by its window.
+pub(crate) type KeyOf<E> = Box<dyn Fn(&Envelope<E>, &Seen) -> Option<u128> + Send + Sync>;
 
 /// What a filter said about an event.
 pub(crate) enum Admission {
@@ -107,6 +119,8 @@ pub(crate) struct Subscriber<E, Q = Mailbox<Envelope<E>>> {
     evicted: AtomicU64,
     /// `Some` for at-least-once subscribers.
     dead_letters: Option<DeadLetters<E>>,
+    /// `.dedup_by`: the key of an event; `None`: the envelope's idempotency key.
+    dedup_key: Option<KeyOf<E>>,
     /// For arming the timer from `&self`.
     me: Weak<Self>,
 }
@@ -143,6 +157,8 @@ struct RunState<E> {
     handed: Option<Envelope<E>>,
     /// At-least-once: failed events waiting for their next attempt.
     retries: Retries<E>,
+    /// With a dedup window: the keys that succeeded recently.
+    seen: Option<Seen>,
 }
 
 pub(crate) struct Parts<E> {
@@ -159,6 +175,8 @@ pub(crate) struct Parts<E> {
     pub(crate) retry_limit: usize,
     /// For dead letters.
     pub(crate) bus: Weak<BusShared>,
+    pub(crate) dedup: Option<DedupWindow>,
+    pub(crate) dedup_key: Option<KeyOf<E>>,
 }
 
 impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
@@ -190,6 +208,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
                 handler: parts.handler,
                 handed: None,
                 retries: Retries::new(),
+                seen: parts.dedup.map(Seen::new),
             }),
             active: AtomicBool::new(true),
             counters: Counters::default(),
@@ -201,6 +220,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             lent: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             dead_letters,
+            dedup_key: parts.dedup_key,
             me,
         }
     }
@@ -359,6 +379,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         handler: &mut Handler<E>,
         env: Envelope<E>,
         retries: &mut Retries<E>,
+        seen: &mut Option<Seen>,
         dead: &mut Vec<DeadLetter<E>>,
     ) -> bool {
         let _scope = context::enter(context::Delivery {
@@ -366,10 +387,34 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             correlation: env.correlation_id(),
             subscriber: self.id,
         });
-        let failure = match catch_unwind(AssertUnwindSafe(|| handler(&env))) {
+        // The key function is user code too: a panic in it is a failed attempt.
+        let attempt = || -> Result<Attempt, BoxError> {
+            let Some(seen) = seen.as_mut() else {
+                return handler(&env).map(|()| Attempt::Handled(None));
+            };
+            let key = match &self.dedup_key {
+                Some(key_of) => key_of(&env, seen),
+                None => env.idempotency_key().map(|key| seen.hash(key)),
+            };
+            let now = self.runtime.timer.now();
+            if key.is_some_and(|key| seen.contains(key, now)) {
+                return Ok(Attempt::Duplicate);
+            }
+            handler(&env).map(|()| Attempt::Handled(key.map(|key| (key, now))))
+        };
+        let failure = match catch_unwind(AssertUnwindSafe(attempt)) {
             // `invoke` runs under the run lock.
-            Ok(Ok(())) => {
+            Ok(Ok(Attempt::Handled(key))) => {
                 Counters::add_exclusive(&self.counters.delivered, 1);
+                if let (Some((key, now)), Some(seen)) = (key, seen.as_mut()) {
+                    // Remembered only once it succeeded: a failed attempt's retry runs.
+                    seen.insert(key, self.runtime.timer.now().max(now));
+                    self.counters.dedup_keys.store(seen.len() as u64, Ordering::Relaxed);
+                }
+                return true;
+            }
+            Ok(Ok(Attempt::Duplicate)) => {
+                Counters::add(&self.counters.deduplicated, 1);
                 return true;
             }
             Ok(Err(error)) => Failure::Error(error),
@@ -505,7 +550,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
                 Next::Empty => break None,
             };
             *budget -= 1;
-            settled += usize::from(self.invoke(handler, env, &mut state.retries, &mut dead));
+            settled += usize::from(self.invoke(handler, env, &mut state.retries, &mut state.seen, &mut dead));
         };
         // Retiring discards under the lock (see `retire`).
         let retired = retire.map(|reason| {
@@ -617,6 +662,8 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         stats.retried = c.retried.load(Ordering::Relaxed);
         stats.dead_lettered = c.dead_lettered.load(Ordering::Relaxed);
         stats.retrying = c.retrying.load(Ordering::Relaxed);
+        stats.deduplicated = c.deduplicated.load(Ordering::Relaxed);
+        stats.dedup_keys = c.dedup_keys.load(Ordering::Relaxed);
         if let Some(store) = self.dead_letter_store() {
             stats.dead_letters_kept = store.len() as u64;
             stats.dead_letters_evicted = store.evicted();

@@ -505,6 +505,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 seq,
                 published_at: self.clock.now(),
                 key: draft.key,
+                idempotency_key: draft.idempotency_key,
                 headers: draft.headers,
                 correlation_id,
                 causation_id: parent.map(|p| p.event),

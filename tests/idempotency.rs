@@ -1,0 +1,229 @@
+//! Promise 3, idempotency: a subscriber's dedup window skips an event whose key already
+//! succeeded, within bounds of count and age (RELIABILITY-PLAN scenarios G1 to G3, G6
+//! and G8, on the subscriber side).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crier::testing::ManualClock;
+use crier::{Bus, DedupWindow, Envelope, Retry, SubscribeError};
+use proptest::prelude::*;
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+/// G1: every key published twice is handled once.
+#[test]
+fn a_key_published_twice_is_handled_once() {
+    let bus = Bus::builder().inline().build().unwrap();
+    let sub = bus
+        .subscriber::<u32>()
+        .dedup(DedupWindow::new(10_000, Duration::from_secs(60)))
+        .subscribe(|_: &Envelope<u32>| {})
+        .unwrap();
+    for round in 0..2 {
+        for n in 0..1_000_u32 {
+            bus.message(n).idempotency_key(format!("key-{n}")).publish().unwrap();
+        }
+        assert_eq!(sub.stats().delivered, 1_000, "round {round}");
+    }
+    let stats = sub.stats();
+    assert_eq!((stats.deduplicated, stats.dedup_keys), (1_000, 1_000));
+    assert!(stats.is_balanced(), "{stats:?}");
+    // An event without a key is never skipped.
+    bus.publish(1_u32).unwrap();
+    bus.publish(1_u32).unwrap();
+    assert_eq!(sub.stats().delivered, 1_002);
+}
+
+/// G2: a key is remembered for less than `max_age`: skipped at 119.999 s, delivered
+/// again at exactly 120 s.
+#[test]
+fn the_window_boundary_is_exclusive_of_max_age() {
+    let clock = ManualClock::new();
+    let bus = Bus::builder().inline().clock(clock.clone()).build().unwrap();
+    let sub = bus
+        .subscriber::<u32>()
+        .dedup(DedupWindow::new(100, Duration::from_secs(120)))
+        .subscribe(|_: &Envelope<u32>| {})
+        .unwrap();
+    let publish = || bus.message(1_u32).idempotency_key("k").publish().unwrap();
+    publish();
+    clock.advance(Duration::from_secs(120) - MS(1));
+    publish();
+    assert_eq!((sub.stats().delivered, sub.stats().deduplicated), (1, 1));
+    clock.advance(MS(1));
+    publish();
+    assert_eq!((sub.stats().delivered, sub.stats().deduplicated), (2, 1));
+}
+
+/// G3: the window never holds more than its capacity; an evicted key is delivered
+/// again (a documented false negative).
+#[test]
+fn the_window_holds_at_most_its_capacity_and_forgets_the_oldest() {
+    let bus = Bus::builder().inline().build().unwrap();
+    let sub = bus
+        .subscriber::<u32>()
+        .dedup(DedupWindow::new(1_000, Duration::from_secs(3600)))
+        .subscribe(|_: &Envelope<u32>| {})
+        .unwrap();
+    for n in 0..100_000_u32 {
+        bus.message(n).idempotency_key(n.to_string()).publish().unwrap();
+        if n % 10_000 == 0 {
+            assert!(sub.stats().dedup_keys <= 1_000);
+        }
+    }
+    assert_eq!(sub.stats().dedup_keys, 1_000);
+    bus.message(0_u32).idempotency_key("0").publish().unwrap(); // long evicted
+    bus.message(0_u32).idempotency_key("99999").publish().unwrap(); // still remembered
+    let stats = sub.stats();
+    assert_eq!((stats.delivered, stats.deduplicated), (100_001, 1));
+}
+
+/// G6: a key is remembered only once its event succeeded, so a failed event published
+/// again is handled again; once it succeeded, a duplicate is skipped.
+#[test]
+fn a_key_is_remembered_only_after_success() {
+    let bus = Bus::builder().inline().build().unwrap();
+    let healthy = Arc::new(Mutex::new(false));
+    let ok = healthy.clone();
+    let sub = bus
+        .subscriber::<u32>()
+        .at_least_once(Retry::ordered().max_attempts(1))
+        .dedup(DedupWindow::new(10, Duration::from_secs(60)))
+        .subscribe(move |_: &Envelope<u32>| -> Result<(), &'static str> {
+            if *ok.lock().unwrap() {
+                Ok(())
+            } else {
+                Err("down")
+            }
+        })
+        .unwrap();
+    bus.message(1_u32).idempotency_key("pay-1").publish().unwrap();
+    assert_eq!(sub.stats().dead_lettered, 1);
+    *healthy.lock().unwrap() = true;
+    bus.message(1_u32).idempotency_key("pay-1").publish().unwrap();
+    bus.message(1_u32).idempotency_key("pay-1").publish().unwrap();
+    let stats = sub.stats();
+    assert_eq!((stats.delivered, stats.deduplicated, stats.dead_lettered), (1, 1, 1));
+    assert!(stats.is_balanced(), "{stats:?}");
+}
+
+/// A subscriber can derive the key from the event; a key function that panics fails
+/// the attempt instead of skipping or losing the event.
+#[test]
+fn dedup_by_derives_the_key_and_a_panicking_key_function_fails_the_attempt() {
+    let bus = Bus::builder().inline().build().unwrap();
+    let sub = bus
+        .subscriber::<(u32, &'static str)>()
+        .dedup(DedupWindow::new(10, Duration::from_secs(60)))
+        .dedup_by(|env: &Envelope<(u32, &'static str)>| {
+            assert!(env.1 != "poison", "cannot key a poison event");
+            Some(env.0)
+        })
+        .subscribe(|_: &Envelope<(u32, &'static str)>| {})
+        .unwrap();
+    bus.publish((7_u32, "a")).unwrap();
+    bus.publish((7_u32, "b")).unwrap();
+    bus.publish((8_u32, "poison")).unwrap();
+    let stats = sub.stats();
+    assert_eq!((stats.delivered, stats.deduplicated, stats.failed), (1, 1, 1));
+    assert_eq!(stats.last_error.as_deref(), Some("panicked: cannot key a poison event"));
+}
+
+/// G8: keys of very different sizes (empty, 1 MiB) each cost one entry.
+#[test]
+fn keys_of_any_size_work_and_cost_one_entry() {
+    let bus = Bus::builder().inline().build().unwrap();
+    let sub = bus
+        .subscriber::<u32>()
+        .dedup(DedupWindow::new(2, Duration::from_secs(60)))
+        .subscribe(|_: &Envelope<u32>| {})
+        .unwrap();
+    let big = "k".repeat(1 << 20);
+    for key in ["", big.as_str(), "", big.as_str()] {
+        bus.message(1_u32).idempotency_key(key).publish().unwrap();
+    }
+    let stats = sub.stats();
+    assert_eq!((stats.delivered, stats.deduplicated, stats.dedup_keys), (2, 2, 2));
+}
+
+#[test]
+fn a_zero_window_and_a_receiver_window_are_refused() {
+    let bus = Bus::new();
+    for window in [
+        DedupWindow::new(0, Duration::from_secs(1)),
+        DedupWindow::new(1, Duration::ZERO),
+    ] {
+        let err = bus
+            .subscriber::<u32>()
+            .dedup(window)
+            .subscribe(|_: &Envelope<u32>| {})
+            .unwrap_err();
+        assert!(matches!(err, SubscribeError::InvalidPolicy { .. }), "{err:?}");
+    }
+    let err = bus
+        .subscriber::<u32>()
+        .dedup(DedupWindow::new(1, Duration::from_secs(1)))
+        .receiver()
+        .unwrap_err();
+    assert!(matches!(err, SubscribeError::InvalidPolicy { .. }));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Publish(u8),
+    Advance(u64),
+}
+
+proptest! {
+    /// Against a naive model (a list in insertion order, purged by age, trimmed by
+    /// count): the same publishes are handled and skipped, and the window never holds
+    /// more than its capacity.
+    #[test]
+    fn the_window_matches_a_naive_model(
+        capacity in 1_usize..6,
+        max_age in 1_u64..60,
+        ops in prop::collection::vec(
+            prop_oneof![3 => (0_u8..8).prop_map(Op::Publish), 1 => (0_u64..40).prop_map(Op::Advance)],
+            1..200,
+        ),
+    ) {
+        let clock = ManualClock::new();
+        let bus = Bus::builder().inline().clock(clock.clone()).build().unwrap();
+        let handled = Arc::new(Mutex::new(Vec::new()));
+        let log = handled.clone();
+        let sub = bus
+            .subscriber::<u8>()
+            .dedup(DedupWindow::new(capacity, MS(max_age)))
+            .subscribe(move |env: &Envelope<u8>| log.lock().unwrap().push(**env))
+            .unwrap();
+        let mut now = 0_u64;
+        let mut model: VecDeque<(u8, u64)> = VecDeque::new();
+        let mut expected = Vec::new();
+        for op in ops {
+            match op {
+                Op::Advance(ms) => {
+                    now += ms;
+                    clock.advance(MS(ms));
+                }
+                Op::Publish(key) => {
+                    model.retain(|&(_, at)| now - at < max_age);
+                    if !model.iter().any(|&(k, _)| k == key) {
+                        expected.push(key);
+                        model.push_back((key, now));
+                        while model.len() > capacity {
+                            model.pop_front();
+                        }
+                    }
+                    bus.message(key).idempotency_key(key.to_string()).publish().unwrap();
+                    prop_assert!(sub.stats().dedup_keys <= capacity as u64);
+                }
+            }
+        }
+        prop_assert_eq!(&*handled.lock().unwrap(), &expected);
+        prop_assert!(sub.stats().is_balanced());
+    }
+}
