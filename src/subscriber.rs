@@ -521,8 +521,9 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
     fn run_batch(&self, budget: &mut usize) -> bool {
         let mut guard = self.run.lock();
         let state = &mut *guard;
-        // A wake token (see `retries`) is settled with this batch.
-        let mut settled = usize::from(self.wake_token.swap(false, Ordering::SeqCst));
+        // A wake token (see `retries`) is settled with this batch. Only subscribers
+        // that lend ever get one: no atomic write on the at-most-once path.
+        let mut settled = usize::from(self.lends() && self.wake_token.swap(false, Ordering::SeqCst));
         let mut dead = Vec::new();
         let retire = loop {
             let stop = if self.runtime.is_aborted() {

@@ -119,9 +119,10 @@ impl Timer {
     pub(crate) fn arm(&self, due: SystemTime, target: Weak<dyn Wake>) {
         let shared = &self.shared;
         if shared.manual && due <= shared.clock.now() {
+            // The caller is the target's runner: the wake only makes it look again
+            // before it goes idle, so nothing is submitted and nothing runs here.
             if let Some(target) = target.upgrade() {
                 target.wake();
-                dispatch::inline_frame(|| {});
             }
             return;
         }
