@@ -256,7 +256,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
 
     /// Whether a publish may hand this subscriber its event (see the module docs).
     pub(crate) fn takes_hand_off(&self) -> bool {
-        self.is_inline() && self.dead_letters.is_none()
+        self.is_inline() && self.retry().is_none()
     }
 
     /// Runs the filter, containing a panic.
@@ -445,9 +445,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             .backoff_schedule()
             .delay_jittered(env.attempt(), self.jitter_seed(&env));
         let now = self.runtime.timer.now();
-        let due = now
-            .checked_add(delay)
-            .unwrap_or(now + std::time::Duration::from_secs(u32::MAX.into()));
+        let due = due_after(now, delay);
         retries.push(due, env.with_attempt(next));
         Counters::add(&self.counters.retried, 1);
         Counters::add(&self.counters.retrying, 1);
@@ -577,7 +575,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
 
     /// Whether held deliveries are lent out of `in_flight` (see `retries`).
     fn lends(&self) -> bool {
-        self.dead_letters.is_some() && !self.runtime.retries_hold_idle
+        self.retry().is_some() && !self.runtime.retries_hold_idle
     }
 
     /// Lends what is queued behind a waiting retry out of `in_flight` (run lock held).
@@ -759,6 +757,18 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Runnable for Subscriber<E, Q> {
     }
 }
 
+/// `now + delay`, or the latest time that can be represented if that overflows (a
+/// huge backoff, or a manual clock set near the end of time): never a panic.
+fn due_after(now: std::time::SystemTime, delay: std::time::Duration) -> std::time::SystemTime {
+    let mut delay = delay;
+    loop {
+        match now.checked_add(delay) {
+            Some(due) => return due,
+            None => delay /= 2,
+        }
+    }
+}
+
 /// The text of a panic payload.
 pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
@@ -767,5 +777,20 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due_after;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_due_time_that_overflows_saturates_instead_of_panicking() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        assert_eq!(due_after(epoch, Duration::from_secs(5)), epoch + Duration::from_secs(5));
+        let far = due_after(epoch, Duration::MAX);
+        assert!(far > epoch + Duration::from_secs(1 << 40));
+        assert!(due_after(far, Duration::MAX) >= far);
     }
 }
