@@ -53,7 +53,7 @@ impl<E> fmt::Debug for PublishError<E> {
     }
 }
 
-/// A topic could not be opened.
+/// A topic could not be opened or configured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TopicError {
@@ -72,6 +72,15 @@ pub enum TopicError {
     InvalidName {
         /// The rejected name.
         name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A topic setting that cannot work, such as a
+    /// [`DedupWindow`](crate::DedupWindow) of capacity 0.
+    #[error("invalid setting for topic `{topic}`: {reason}")]
+    InvalidConfig {
+        /// The topic name.
+        topic: String,
         /// What is wrong with it.
         reason: &'static str,
     },

@@ -206,13 +206,42 @@
 //! and by age, whichever is hit first, and keeps a fixed-size hash per key, so its
 //! memory stays flat however many keys pass.
 //!
+//! A topic can deduplicate at the source instead ([`Topic::set_dedup_window`], like
+//! NATS JetStream's `Nats-Msg-Id`): a publish whose key the topic accepted within its
+//! window returns `Ok` with [`Receipt::duplicate`] set and the original `seq`, and
+//! delivers nothing, to any subscriber. The key is recorded only when a publish is
+//! accepted, so a publish refused with `Err` can be retried; of publishes racing with
+//! one key, exactly one is accepted.
+//!
 //! *Exactly-once effect* here means: with at-least-once delivery and a window, a key's
 //! handler completes successfully once, as long as (1) duplicates arrive while the key
 //! is in the window (younger than its age bound, among its last `capacity` keys),
 //! (2) within one subscriber of one process (nothing is persisted), and (3) the effect
 //! is done when the handler returns `Ok`. A handler that fails after its side effect is
 //! retried and repeats it, as with any broker; outside the window a duplicate runs
-//! again. Both are documented false negatives, never silent losses.
+//! again. Both are documented false negatives, never silent losses. A topic's window
+//! gives the same bounds one step earlier: a repeated publish inside it is never
+//! delivered to anyone, and a repeat outside it is a new event.
+//!
+//! ```
+//! use std::time::Duration;
+//! use crier::{Bus, DedupWindow, Envelope, Retry};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Bus::builder().inline().build()?;
+//! let charges = bus.topic::<u64>();
+//! charges.set_dedup_window(DedupWindow::new(10_000, Duration::from_secs(120)))?;
+//! let ledger = charges
+//!     .subscriber()
+//!     .at_least_once(Retry::ordered())
+//!     .dedup(DedupWindow::new(10_000, Duration::from_secs(3600)))
+//!     .subscribe(|_: &Envelope<u64>| {})?;
+//! let first = charges.message(500).idempotency_key("order-7").publish()?;
+//! let again = charges.message(500).idempotency_key("order-7").publish()?;
+//! assert!(again.duplicate && again.seq == first.seq); // stopped at the topic
+//! assert_eq!(ledger.stats().delivered, 1);
+//! # Ok(()) }
+//! ```
 //!
 //! ## Unsubscribe is final
 //!
@@ -280,7 +309,6 @@ mod context;
 mod count;
 #[cfg(not(loom))]
 mod dead_letter;
-#[cfg(not(loom))]
 mod dedup;
 #[cfg(not(loom))]
 mod delivery;

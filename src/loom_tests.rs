@@ -10,6 +10,7 @@ use loom::sync::atomic::AtomicUsize;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
+use crate::dedup::{Accepted, DedupWindow, KeyHasher};
 use crate::in_flight::InFlight;
 use crate::ring::{Cursor, Read, Ring};
 use crate::schedule::ScheduleState;
@@ -400,5 +401,96 @@ fn loom_ring_runner_handles_every_write_once_in_order() {
         other.join().unwrap();
         let handled = model.handled.lock().unwrap().clone();
         assert_eq!(handled, *model.commit.lock().unwrap(), "not every write once, in order");
+    });
+}
+
+/// A topic's commit lock reduced to what publish-side dedup needs: the next `seq` and
+/// the window of accepted keys.
+struct ModelTopic {
+    commit: Mutex<(u64, Accepted)>,
+    hasher: KeyHasher,
+}
+
+/// What one modelled publish returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Published {
+    Accepted(u64),
+    Duplicate(u64),
+    Refused,
+}
+
+impl ModelTopic {
+    fn new() -> Self {
+        let window = DedupWindow::new(8, std::time::Duration::from_secs(60));
+        ModelTopic {
+            commit: Mutex::new((0, Accepted::new(window))),
+            hasher: KeyHasher::new(),
+        }
+    }
+
+    /// `TopicCore::publish` with a key: the step-0 look-up in one hold of the lock, the
+    /// reservations (elided) with the lock released, then step 3 in a second hold:
+    /// refuse if `refused`, else admit and take the `seq`.
+    fn publish(&self, key: &str, refused: bool) -> Published {
+        let now = std::time::SystemTime::UNIX_EPOCH;
+        let key = self.hasher.hash(key);
+        if let Some(original) = self.commit.lock().unwrap().1.get(key, now) {
+            return Published::Duplicate(original);
+        }
+        thread::yield_now();
+        let mut commit = self.commit.lock().unwrap();
+        if refused {
+            return Published::Refused;
+        }
+        let seq = commit.0;
+        match commit.1.admit(key, now, seq) {
+            Ok(()) => {
+                commit.0 += 1;
+                Published::Accepted(seq)
+            }
+            Err(original) => Published::Duplicate(original),
+        }
+    }
+}
+
+#[test]
+fn loom_dedup_one_of_two_concurrent_publishes_of_a_key_is_accepted() {
+    // K5 (G5): two publishers race with one key; exactly one is accepted and the other
+    // is told the winner's `seq`.
+    loom::model(|| {
+        let topic = Arc::new(ModelTopic::new());
+        let other = {
+            let topic = topic.clone();
+            thread::spawn(move || topic.publish("pay-7", false))
+        };
+        let mine = topic.publish("pay-7", false);
+        let theirs = other.join().unwrap();
+        match (mine, theirs) {
+            (Published::Accepted(seq), Published::Duplicate(original))
+            | (Published::Duplicate(original), Published::Accepted(seq)) => assert_eq!(seq, original),
+            outcome => panic!("not exactly one accepted: {outcome:?}"),
+        }
+        assert_eq!(topic.commit.lock().unwrap().0, 1, "one seq taken");
+    });
+}
+
+#[test]
+fn loom_dedup_a_refused_publish_never_records_its_key() {
+    // G6 with a race: a publish refused at step 3 (say, by a full `Reject` mailbox)
+    // records nothing, so the other publish of the key is accepted whichever comes
+    // first. (If that one is accepted first, the other is a duplicate instead.)
+    loom::model(|| {
+        let topic = Arc::new(ModelTopic::new());
+        let refused = {
+            let topic = topic.clone();
+            thread::spawn(move || topic.publish("pay-7", true))
+        };
+        let mine = topic.publish("pay-7", false);
+        let theirs = refused.join().unwrap();
+        assert!(
+            matches!(theirs, Published::Refused | Published::Duplicate(0)),
+            "{theirs:?}"
+        );
+        assert_eq!(mine, Published::Accepted(0));
     });
 }

@@ -43,6 +43,8 @@ pub(crate) struct Counters {
     pub(crate) deduplicated: AtomicU64,
     /// Keys in the dedup window after its last change.
     pub(crate) dedup_keys: AtomicU64,
+    /// Keys the dedup window evicted to stay within its capacity.
+    pub(crate) dedup_evicted: AtomicU64,
     /// Of `dropped[Shutdown]`: events that were waiting for a retry.
     pub(crate) abandoned_retries: AtomicU64,
     pub(crate) dropped: [AtomicU64; 5],
@@ -189,6 +191,9 @@ pub struct SubscriberStats {
     pub deduplicated: u64,
     /// Keys its dedup window remembers (at most the window's capacity).
     pub dedup_keys: u64,
+    /// Keys its dedup window forgot early to stay within its capacity (keys that aged
+    /// out are not counted): an event repeating one of those is delivered again.
+    pub dedup_evicted: u64,
     /// Accepted events dropped instead of handled, by reason.
     pub dropped: DropCounts,
     /// Publishes refused (`Err(Full)`, `Err(Timeout)`) because of this subscriber's full
@@ -223,6 +228,7 @@ impl SubscriberStats {
             dead_letters_evicted: 0,
             deduplicated: 0,
             dedup_keys: 0,
+            dedup_evicted: 0,
             dropped: DropCounts::default(),
             refused: 0,
             queued: 0,
@@ -252,6 +258,14 @@ pub struct TopicStats {
     pub published: u64,
     /// Accepted publishes that matched no subscriber.
     pub unrouted: u64,
+    /// Publishes that returned `Ok` as duplicates of an accepted one (see
+    /// [`Topic::set_dedup_window`](crate::Topic::set_dedup_window)); not in `published`.
+    pub deduplicated: u64,
+    /// Keys the topic's dedup window remembers now (at most its capacity).
+    pub dedup_keys: u64,
+    /// Keys its dedup window forgot early to stay within its capacity (keys that aged
+    /// out are not counted).
+    pub dedup_evicted: u64,
     /// Publishes refused with `Err` (full, timed out, closed).
     pub refused: u64,
     /// Live subscribers and receivers.
@@ -291,14 +305,14 @@ impl fmt::Display for BusStats {
         let topic_width = self.topics.iter().map(|t| t.name.len()).max().unwrap_or(0).max(5);
         writeln!(
             f,
-            "{:<topic_width$}  {:>10}  {:>9}  {:>8}  {:>5}",
-            "topic", "published", "unrouted", "refused", "subs"
+            "{:<topic_width$}  {:>10}  {:>9}  {:>8}  {:>10}  {:>5}",
+            "topic", "published", "unrouted", "refused", "duplicates", "subs"
         )?;
         for t in &self.topics {
             writeln!(
                 f,
-                "{:<topic_width$}  {:>10}  {:>9}  {:>8}  {:>5}",
-                t.name, t.published, t.unrouted, t.refused, t.subscribers
+                "{:<topic_width$}  {:>10}  {:>9}  {:>8}  {:>10}  {:>5}",
+                t.name, t.published, t.unrouted, t.refused, t.deduplicated, t.subscribers
             )?;
         }
         let name_width = self.subscribers.iter().map(|s| s.name.len()).max().unwrap_or(0).max(10);

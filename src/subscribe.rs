@@ -218,7 +218,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// [`dedup`](Self::dedup) to take effect). `None`: the event is never skipped. A
     /// key function that panics fails the attempt, like the handler.
     pub fn dedup_by<K: Hash>(mut self, key: impl Fn(&Envelope<E>) -> Option<K> + Send + Sync + 'static) -> Self {
-        self.dedup_key = Some(Box::new(move |env, seen| key(env).map(|k| seen.hash(&k))));
+        self.dedup_key = Some(Box::new(move |env, hasher| key(env).map(|k| hasher.hash(&k))));
         self
     }
 

@@ -48,7 +48,7 @@ use std::time::Duration;
 use crate::bus::BusShared;
 use crate::context;
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
-use crate::dedup::{DedupWindow, Seen};
+use crate::dedup::{DedupWindow, KeyHash, KeyHasher, Seen};
 use crate::delivery::{Delivery, Retry, RetryOrder};
 use crate::dispatch::{self, Executor, Runnable, Runtime, Step};
 use crate::envelope::Envelope;
@@ -71,13 +71,13 @@ pub(crate) type ErrorHook = std::sync::Arc<dyn Fn(&HandlerError) + Send + Sync>;
 /// What a successful attempt was.
 enum Attempt {
     /// The handler ran and succeeded; the key and time to remember, with a window.
-    Handled(Option<(u128, std::time::SystemTime)>),
+    Handled(Option<(KeyHash, std::time::SystemTime)>),
     /// Its key already succeeded within the dedup window: skipped.
     Duplicate,
 }
 
 /// Derives a subscriber's idempotency key, hashed by its window.
-pub(crate) type KeyOf<E> = Box<dyn Fn(&Envelope<E>, &Seen) -> Option<u128> + Send + Sync>;
+pub(crate) type KeyOf<E> = Box<dyn Fn(&Envelope<E>, &KeyHasher) -> Option<KeyHash> + Send + Sync>;
 
 /// What a filter said about an event.
 pub(crate) enum Admission {
@@ -121,6 +121,7 @@ pub(crate) struct Subscriber<E, Q = Mailbox<Envelope<E>>> {
     dead_letters: Option<DeadLetters<E>>,
     /// `.dedup_by`: the key of an event; `None`: the envelope's idempotency key.
     dedup_key: Option<KeyOf<E>>,
+    key_hasher: KeyHasher,
     /// For arming the timer from `&self`.
     me: Weak<Self>,
 }
@@ -221,6 +222,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             evicted: AtomicU64::new(0),
             dead_letters,
             dedup_key: parts.dedup_key,
+            key_hasher: KeyHasher::new(),
             me,
         }
     }
@@ -393,11 +395,11 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
                 return handler(&env).map(|()| Attempt::Handled(None));
             };
             let key = match &self.dedup_key {
-                Some(key_of) => key_of(&env, seen),
-                None => env.idempotency_key().map(|key| seen.hash(key)),
+                Some(key_of) => key_of(&env, &self.key_hasher),
+                None => env.idempotency_key().map(|key| self.key_hasher.hash(key)),
             };
             let now = self.runtime.timer.now();
-            if key.is_some_and(|key| seen.contains(key, now)) {
+            if key.is_some_and(|key| seen.get(key, now).is_some()) {
                 return Ok(Attempt::Duplicate);
             }
             handler(&env).map(|()| Attempt::Handled(key.map(|key| (key, now))))
@@ -408,8 +410,9 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
                 Counters::add_exclusive(&self.counters.delivered, 1);
                 if let (Some((key, now)), Some(seen)) = (key, seen.as_mut()) {
                     // Remembered only once it succeeded: a failed attempt's retry runs.
-                    seen.insert(key, self.runtime.timer.now().max(now));
+                    seen.insert(key, self.runtime.timer.now().max(now), ());
                     self.counters.dedup_keys.store(seen.len() as u64, Ordering::Relaxed);
+                    self.counters.dedup_evicted.store(seen.evicted, Ordering::Relaxed);
                 }
                 return true;
             }
@@ -663,6 +666,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         stats.retrying = c.retrying.load(Ordering::Relaxed);
         stats.deduplicated = c.deduplicated.load(Ordering::Relaxed);
         stats.dedup_keys = c.dedup_keys.load(Ordering::Relaxed);
+        stats.dedup_evicted = c.dedup_evicted.load(Ordering::Relaxed);
         if let Some(store) = self.dead_letter_store() {
             stats.dead_letters_kept = store.len() as u64;
             stats.dead_letters_evicted = store.evicted();

@@ -2,6 +2,11 @@
 //!
 //! # Publish protocol
 //!
+//! 0. **Duplicate?** Only for a publish with an idempotency key on a topic with a dedup
+//!    window: hash the key (outside any lock), then look it up under the commit lock.
+//!    A key already accepted within the window returns `Ok` with the original `seq` and
+//!    `duplicate` set, before any filter runs or any mailbox is reserved, so a duplicate
+//!    never waits for room and is never refused for a full mailbox.
 //! 1. **Match.** Read the subscriber snapshot (an `Arc` slice that subscribe and
 //!    unsubscribe replace; copy-on-write, so publishers never wait for each other here)
 //!    and run each subscriber's filter.
@@ -18,7 +23,15 @@
 //!    before pushing (a consumer can never take it below the truth); skip subscribers
 //!    that unsubscribed meanwhile; push and `notify` each subscriber's schedule. Pushes
 //!    never block, so the lock is held briefly. One lock per topic also means every
-//!    subscriber sees a topic's events in `seq` order. An idle inline subscriber is
+//!    subscriber sees a topic's events in `seq` order.
+//!
+//!    With a dedup window, the key is looked up again here, once the publish can no
+//!    longer be refused (a concurrent publish of the same key may have been accepted
+//!    since step 0: this one is then a duplicate and cancels its reservations), and it is
+//!    recorded with the new `seq` in the same hold of the lock. Looking up and recording
+//!    in one critical section, after the last way to refuse, gives: of publishes with
+//!    one key inside the window, exactly one is accepted, and a refused publish (`Err`)
+//!    never records its key. An idle inline subscriber is
 //!    *handed* the event instead of having it queued, when this thread is not already
 //!    running inline handlers (see `schedule` and `subscriber`).
 //!
@@ -33,14 +46,15 @@
 //!    never runs under the commit lock.)
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::broadcast::{Reader, Readers, RingSubscriber, Seat};
 use crate::bus::BusShared;
 use crate::context;
+use crate::dedup::{Accepted, DedupWindow, KeyHash, KeyHasher, Seen};
 use crate::dispatch::{self, Runtime};
 use crate::envelope::{Envelope, EventId, Metadata, Shared};
-use crate::error::{Failure, PublishError, SubscribeError};
+use crate::error::{Failure, PublishError, SubscribeError, TopicError};
 use crate::message::{Draft, Message};
 use crate::policy::{DropReason, Overflow};
 use crate::receiver::Receiver;
@@ -60,8 +74,12 @@ pub struct Receipt {
     pub id: EventId,
     /// The event's offset in its topic.
     pub seq: u64,
-    /// How many subscribers accepted it (0: it was unrouted).
+    /// How many subscribers accepted it (0: it was unrouted, or is a duplicate).
     pub subscribers: usize,
+    /// The topic's dedup window already held this publish's idempotency key: nothing
+    /// was published, and `id` and `seq` are those of the publish that was accepted
+    /// with the key (see [`Topic::set_dedup_window`]).
+    pub duplicate: bool,
 }
 
 /// How long a publish may wait for mailbox space.
@@ -144,9 +162,17 @@ struct Commit<E> {
     next_seq: u64,
     /// The broadcast ring and its receivers, from the first receiver that reads one.
     readers: Option<Readers<E>>,
+    /// The idempotency keys accepted recently, with their `seq`, once a dedup window is
+    /// set.
+    dedup: Option<Accepted>,
 }
 
 impl<E: Send + Sync + 'static> Commit<E> {
+    /// The `seq` the key was accepted at, if it is still in the window.
+    fn accepted_with(&mut self, key: KeyHash, now: SystemTime) -> Option<u64> {
+        self.dedup.as_mut()?.get(key, now)
+    }
+
     /// The ring's readers (the ring is made on first use, with room for `ring_capacity`
     /// events or `capacity` if more); `None` if the ring is smaller than `capacity`.
     fn ring_readers(&mut self, capacity: usize, ring_capacity: usize) -> Option<&mut Readers<E>> {
@@ -169,6 +195,10 @@ pub(crate) struct TopicCore<E> {
     closed: AtomicBool,
     unrouted: AtomicU64,
     refused: AtomicU64,
+    /// Set once a dedup window is (under `commit`): publishes with a key look it up.
+    dedups: AtomicBool,
+    key_hasher: KeyHasher,
+    deduplicated: AtomicU64,
     clock: std::sync::Arc<dyn Clock>,
     runtime: Arc<Runtime>,
 }
@@ -187,6 +217,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             commit: Mutex::new(Commit {
                 next_seq: 0,
                 readers: None,
+                dedup: None,
             }),
             // A topic made after shutdown sealed the others is closed at birth. This
             // runs under the registry shard's write lock, and shutdown sets `sealed`
@@ -194,6 +225,9 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             closed: AtomicBool::new(runtime.is_sealed()),
             unrouted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            dedups: AtomicBool::new(false),
+            key_hasher: KeyHasher::new(),
+            deduplicated: AtomicU64::new(0),
             clock,
             runtime,
         }
@@ -277,16 +311,46 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         }
     }
 
+    /// Sets or changes the dedup window (see `Topic::set_dedup_window`).
+    fn set_dedup_window(&self, window: DedupWindow) -> Result<(), TopicError> {
+        window.check().map_err(|reason| TopicError::InvalidConfig {
+            topic: self.name.to_string(),
+            reason,
+        })?;
+        let now = self.clock.now();
+        let mut commit = self.commit.lock();
+        match commit.dedup.as_mut() {
+            Some(seen) => seen.set_window(window, now),
+            None => commit.dedup = Some(Seen::new(window)),
+        }
+        self.dedups.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn dedup_window(&self) -> Option<DedupWindow> {
+        self.commit.lock().dedup.as_ref().map(Seen::window)
+    }
+
     pub(crate) fn stats(&self) -> TopicStats {
-        let (published, ring_receivers) = {
-            let commit = self.commit.lock();
-            (commit.next_seq, commit.readers.as_ref().map_or(0, Readers::len))
+        let now = self.clock.now();
+        let (published, ring_receivers, (dedup_keys, dedup_evicted)) = {
+            let mut commit = self.commit.lock();
+            // Reading the stats purges keys that aged out, so an idle topic's window
+            // shrinks back after a burst (a publish with a key purges too).
+            let dedup = commit.dedup.as_mut().map_or((0, 0), |seen| {
+                seen.purge(now);
+                (seen.len() as u64, seen.evicted)
+            });
+            (commit.next_seq, commit.readers.as_ref().map_or(0, Readers::len), dedup)
         };
         TopicStats {
             name: self.name.to_string(),
             event_type: std::any::type_name::<E>(),
             published,
             unrouted: self.unrouted.load(Ordering::Relaxed),
+            deduplicated: self.deduplicated.load(Ordering::Relaxed),
+            dedup_keys,
+            dedup_evicted,
             refused: self.refused.load(Ordering::Relaxed),
             subscribers: self.subscribers.read().len() + ring_receivers,
         }
@@ -317,6 +381,19 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         }
         // A handler never waits for space: it may hold the worker that would make it.
         let wait = if in_handler { Wait::Never } else { wait };
+
+        // Step 0: a duplicate returns before it costs anyone a filter call or a slot.
+        let dedup_key = match &draft.idempotency_key {
+            Some(key) if self.dedups.load(Ordering::Relaxed) => Some(self.key_hasher.hash(&**key)),
+            _ => None,
+        };
+        if let Some(key) = dedup_key {
+            let now = self.clock.now();
+            let original = self.commit.lock().accepted_with(key, now);
+            if let Some(seq) = original {
+                return Ok(self.duplicate_of(seq));
+            }
+        }
 
         // Step 1: match.
         let snapshot = self.subscribers.read().clone();
@@ -382,9 +459,17 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 return self.refuse(give_up.with(draft.event));
             }
         };
+        let now = self.clock.now();
         let seq = commit.next_seq;
+        if let (Some(key), Some(accepted)) = (dedup_key, commit.dedup.as_mut()) {
+            if let Err(original) = accepted.admit(key, now, seq) {
+                drop(commit);
+                cancel_all(&mut targets);
+                return Ok(self.duplicate_of(original));
+            }
+        }
         commit.next_seq += 1;
-        let env = self.seal(draft, seq);
+        let env = self.seal(draft, seq, now);
         let mut pushes = 0;
         for target in &mut targets {
             if !target.sub.is_active() {
@@ -489,11 +574,23 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             id: env.id(),
             seq,
             subscribers: accepted,
+            duplicate: false,
         })
     }
 
+    /// The receipt of a publish whose key was accepted at `seq`; its event is dropped.
+    fn duplicate_of(&self, seq: u64) -> Receipt {
+        self.deduplicated.fetch_add(1, Ordering::Relaxed);
+        Receipt {
+            id: EventId::new(self.id_prefix, seq),
+            seq,
+            subscribers: 0,
+            duplicate: true,
+        }
+    }
+
     /// Builds the envelope: ids, time, and causation from the handler running here.
-    fn seal(&self, draft: Draft<E>, seq: u64) -> Envelope<E> {
+    fn seal(&self, draft: Draft<E>, seq: u64, published_at: SystemTime) -> Envelope<E> {
         let id = EventId::new(self.id_prefix, seq);
         let parent = context::current();
         let correlation_id = draft.correlation_id.or(parent.map(|p| p.correlation)).unwrap_or(id);
@@ -503,7 +600,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 id,
                 topic: self.name.clone(),
                 seq,
-                published_at: self.clock.now(),
+                published_at,
                 key: draft.key,
                 idempotency_key: draft.idempotency_key,
                 headers: draft.headers,
@@ -636,6 +733,66 @@ impl<E: Send + Sync + 'static> Topic<E> {
     /// out; the event was then accepted by no subscriber.
     pub fn publish_timeout(&self, event: E, timeout: Duration) -> Result<Receipt, PublishError<E>> {
         self.core.publish(Draft::new(event), Wait::timeout(timeout))
+    }
+
+    /// Deduplicates publishes on this topic by idempotency key: a publish whose key
+    /// ([`Message::idempotency_key`]) was accepted on this topic within `window` returns
+    /// `Ok` with [`Receipt::duplicate`] set and the original publish's `id` and `seq`,
+    /// and delivers nothing (its event is dropped). Like NATS JetStream's `Nats-Msg-Id`.
+    ///
+    /// - A key is recorded only when its publish is accepted (returns `Ok`, routed or
+    ///   not). A publish refused with `Err` (full, timed out, closed) records nothing,
+    ///   so the caller's retry of it is published.
+    /// - Of several publishes racing with one key, exactly one is accepted.
+    /// - The scope is this topic: the same key on another topic is another key.
+    /// - What a subscriber later does with the accepted event (retries, a dead letter)
+    ///   does not matter here: the key stays recorded.
+    /// - The window's bounds: a key is forgotten once it is `max_age` old on the bus
+    ///   [`Clock`] (a publish at exactly `max_age` is accepted again), or when
+    ///   `capacity` newer keys pushed it out (counted in
+    ///   [`TopicStats::dedup_evicted`](crate::TopicStats::dedup_evicted)). Budget 200
+    ///   bytes per key of capacity, whatever the keys' length (see [`DedupWindow`]).
+    ///   Aged keys are purged by keyed publishes and by [`Bus::stats`](crate::Bus::stats).
+    /// - Publishes without a key are never deduplicated.
+    ///
+    /// Calling it again changes the bounds and keeps the keys that fit (the oldest are
+    /// evicted if the capacity shrinks). Set it before publishing: a publish already
+    /// under way when the window is first set may not record its key.
+    ///
+    /// # Errors
+    ///
+    /// [`TopicError::InvalidConfig`] if the window's capacity or age is zero.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crier::{Bus, DedupWindow, Envelope};
+    ///
+    /// struct Charge { cents: u64 }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::new();
+    /// let charges = bus.topic::<Charge>();
+    /// charges.set_dedup_window(DedupWindow::new(10_000, Duration::from_secs(120)))?;
+    /// let rx = charges.receiver()?;
+    ///
+    /// let first = charges.message(Charge { cents: 500 }).idempotency_key("order-7").publish()?;
+    /// // The client timed out and sends the same charge again.
+    /// let again = charges.message(Charge { cents: 500 }).idempotency_key("order-7").publish()?;
+    /// assert!(!first.duplicate && again.duplicate);
+    /// assert_eq!(again.seq, first.seq);
+    /// assert_eq!(rx.recv()?.cents, 500);
+    /// assert!(rx.try_recv().is_err(), "charged once");
+    /// # Ok(()) }
+    /// ```
+    pub fn set_dedup_window(&self, window: DedupWindow) -> Result<(), TopicError> {
+        self.core.set_dedup_window(window)
+    }
+
+    /// The topic's dedup window, if one was set.
+    pub fn dedup_window(&self) -> Option<DedupWindow> {
+        self.core.dedup_window()
     }
 
     /// Starts a publish with metadata: key, headers, correlation id.

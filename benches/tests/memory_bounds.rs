@@ -1,0 +1,85 @@
+//! Promise 10, measured: heap bounds of dedup windows and dead-letter stores under a
+//! million events, with a counting allocator (RELIABILITY-PLAN G3 and B7).
+//!
+//! In the benchmark package because the allocator needs `unsafe`, which crier forbids
+//! in all its targets. The allocator counts every live byte of this test binary, so
+//! the tests here take one lock and run one at a time.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crier::{Bus, DedupWindow, Envelope};
+use crier_benches::alloc::{live_bytes, peak_growth, Counting};
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// One measurement at a time: the allocator counts the whole process.
+static MEASURING: Mutex<()> = Mutex::new(());
+
+const MIB: isize = 1 << 20;
+
+/// The documented most bytes per key of a window's capacity, at the peak: while its
+/// hash table grows it holds the old and the new table at once (see `src/dedup.rs`).
+const BYTES_PER_KEY: isize = 200;
+
+/// G3 on a topic: capacity 100,000, a million distinct keys. The window never holds
+/// more than 100,000 keys (sampled every 10,000 publishes), evicts 900,000, and the
+/// heap never grows beyond 100,000 × `BYTES_PER_KEY` + 1 MiB (the in-flight publish
+/// and the test's own buffers).
+#[test]
+fn a_topic_window_stays_within_its_heap_bound_over_a_million_keys() {
+    let _one = MEASURING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let bus = Bus::new();
+    let topic = bus.topic::<u64>();
+    topic
+        .set_dedup_window(DedupWindow::new(100_000, Duration::from_secs(3600)))
+        .unwrap();
+    let mut key = String::new();
+    let before = live_bytes();
+    let growth = peak_growth(|| {
+        for n in 0..1_000_000_u64 {
+            key.clear();
+            std::fmt::Write::write_fmt(&mut key, format_args!("{n:016}")).unwrap();
+            topic.message(n).idempotency_key(key.as_str()).publish().unwrap();
+            if n % 10_000 == 0 {
+                assert!(bus.stats().topic("u64").unwrap().dedup_keys <= 100_000);
+            }
+        }
+    });
+    let stats = bus.stats();
+    let topic_stats = stats.topic("u64").unwrap();
+    assert_eq!((topic_stats.dedup_keys, topic_stats.dedup_evicted), (100_000, 900_000));
+    let kept = live_bytes() - before;
+    eprintln!("topic window of 100,000 keys: peak {growth} bytes, {kept} bytes kept after");
+    assert!(growth <= 100_000 * BYTES_PER_KEY + MIB, "grew {growth} bytes");
+}
+
+/// G3 on a subscriber: the same bound, its window keeping the keys that succeeded.
+#[test]
+fn a_subscriber_window_stays_within_its_heap_bound_over_a_million_keys() {
+    let _one = MEASURING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let bus = Bus::builder().inline().build().unwrap();
+    let sub = bus
+        .subscriber::<u64>()
+        .dedup(DedupWindow::new(100_000, Duration::from_secs(3600)))
+        .subscribe(|_: &Envelope<u64>| {})
+        .unwrap();
+    let before = live_bytes();
+    let growth = peak_growth(|| {
+        for n in 0..1_000_000_u64 {
+            bus.message(n).idempotency_key(format!("{n:016}")).publish().unwrap();
+            if n % 10_000 == 0 {
+                assert!(sub.stats().dedup_keys <= 100_000);
+            }
+        }
+    });
+    let stats = sub.stats();
+    assert_eq!(
+        (stats.delivered, stats.dedup_keys, stats.dedup_evicted),
+        (1_000_000, 100_000, 900_000)
+    );
+    let kept = live_bytes() - before;
+    eprintln!("subscriber window of 100,000 keys: peak {growth} bytes, {kept} bytes kept after");
+    assert!(growth <= 100_000 * BYTES_PER_KEY + MIB, "grew {growth} bytes");
+}
