@@ -13,10 +13,12 @@
 //! keeps a `seq`), a slot in the insertion-order queue (16), and the hash table's spare
 //! room. Once a full window starts evicting, removals leave tombstones and the table
 //! grows once to about twice its entries; while it grows, the old table is live too. The
-//! hash is keyed with two random seeds drawn per owner (`KeyHasher`), so keys chosen by
+//! hash is keyed with two random seeds drawn per bus (`KeyHasher`), so keys chosen by
 //! an adversary cannot be made to collide; two distinct keys share an entry with
-//! probability about `n² / 2^129` for `n` keys. The owner hashes outside its lock: a
-//! 1 MiB key costs its publisher, not everyone waiting for the lock.
+//! probability about `n² / 2^129` for `n` keys. An event's key is hashed once, by the
+//! first window that needs it, and the hash travels with the event
+//! (`IdempotencyKey`); a topic hashes outside its lock, so a 1 MiB key costs its
+//! publisher, not everyone waiting for the lock.
 //!
 //! Entries sit in a map (hash → when, value) and in a queue in insertion order. Before
 //! each look-up, entries at least `max_age` old are purged from the front of the queue,
@@ -27,6 +29,7 @@ use std::collections::hash_map::Entry;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 /// How long, and for how many keys, an idempotency key is remembered: by a subscriber
@@ -34,14 +37,14 @@ use std::time::{Duration, SystemTime};
 /// or by a topic once a publish was accepted
 /// ([`Topic::set_dedup_window`](crate::Topic::set_dedup_window)).
 ///
-/// For a subscriber:
-/// An event whose key succeeded for this subscriber less than `max_age` ago (on the bus
-/// [`Clock`](crate::Clock)) and is still among the last `capacity` keys remembered is
-/// skipped and counted as `deduplicated`. A key is remembered only once its event
-/// *succeeded*, so a retry of a failed event is never skipped. At exactly `max_age`
-/// the key is forgotten and the event is delivered again. For a topic, read "accepted"
-/// for "succeeded": a repeated key is not published again. Both bounds must be above
-/// zero (`subscribe` and `set_dedup_window` refuse them otherwise).
+/// For a subscriber, an event whose key succeeded for it less than `max_age` ago (on the
+/// bus [`Clock`](crate::Clock), counted from the start of the attempt that succeeded)
+/// and is still among the last `capacity` keys remembered is skipped and counted as
+/// `deduplicated`. A key is remembered only once its event *succeeded*, so a retry of
+/// a failed event is never skipped. At exactly `max_age` the key is forgotten and the
+/// event is delivered again. For a topic, read "accepted" for "succeeded" (counted
+/// from the accepted publish): a repeated key is not published again. Both bounds must
+/// be above zero (`subscribe` and `set_dedup_window` refuse them otherwise).
 ///
 /// # Memory
 ///
@@ -101,7 +104,40 @@ impl DedupWindow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct KeyHash(u64, u64);
 
-/// Hashes idempotency keys for one owner's window, with seeds of its own.
+/// An event's idempotency key, with its hash once a window needed it: every window on
+/// a bus hashes with the bus's one `KeyHasher`, so the key is hashed at most once
+/// however many windows look at it.
+#[derive(Clone)]
+pub(crate) struct IdempotencyKey {
+    text: Box<str>,
+    hash: OnceLock<KeyHash>,
+}
+
+impl IdempotencyKey {
+    pub(crate) fn new(text: String) -> Box<IdempotencyKey> {
+        Box::new(IdempotencyKey {
+            text: text.into_boxed_str(),
+            hash: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The key's hash by `hasher`, which must be the bus's (the first call keeps it).
+    pub(crate) fn hash(&self, hasher: &KeyHasher) -> KeyHash {
+        *self.hash.get_or_init(|| hasher.hash(&*self.text))
+    }
+}
+
+impl std::fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.text.fmt(f)
+    }
+}
+
+/// Hashes idempotency keys for one bus's windows, with seeds of its own.
 pub(crate) struct KeyHasher(RandomState, RandomState);
 
 impl KeyHasher {
@@ -162,6 +198,11 @@ pub(crate) struct Seen<V: Copy = ()> {
     entries: HashMap<KeyHash, (SystemTime, V), BuildHasherDefault<PassThrough>>,
     /// The keys in insertion order (their times are in `entries`).
     order: VecDeque<KeyHash>,
+    /// No later than when the oldest key ages out: after an eviction, when the evicted
+    /// key ages out (the next key came after it). `None` if the window is empty (or
+    /// that time is past the end of `SystemTime`). So a purge with nothing to do is one
+    /// comparison, and an eviction needs no look-up of the next key.
+    oldest_expires: Option<SystemTime>,
     /// Entries evicted to keep within `capacity` (not those that aged out).
     pub(crate) evicted: u64,
 }
@@ -172,6 +213,7 @@ impl<V: Copy> Seen<V> {
             window,
             entries: HashMap::default(),
             order: VecDeque::new(),
+            oldest_expires: None,
             evicted: 0,
         }
     }
@@ -189,6 +231,9 @@ impl<V: Copy> Seen<V> {
         if let Entry::Vacant(entry) = self.entries.entry(key) {
             entry.insert((now, value));
             self.order.push_back(key);
+            if self.order.len() == 1 {
+                self.oldest_expires = now.checked_add(self.window.max_age);
+            }
         }
         self.evict_over_capacity();
     }
@@ -196,6 +241,7 @@ impl<V: Copy> Seen<V> {
     /// Applies new bounds: keeps the entries that fit, evicting the oldest.
     pub(crate) fn set_window(&mut self, window: DedupWindow, now: SystemTime) {
         self.window = window;
+        self.oldest_expires = self.expiry_of_oldest();
         self.purge(now);
         self.evict_over_capacity();
     }
@@ -210,14 +256,20 @@ impl<V: Copy> Seen<V> {
 
     /// Forgets keys `max_age` old or older.
     pub(crate) fn purge(&mut self, now: SystemTime) {
-        while let Some(key) = self.order.front() {
-            let at = self.entries[key].0;
-            let age = now.duration_since(at).unwrap_or(Duration::ZERO);
-            if age < self.window.max_age {
+        while self.oldest_expires.is_some_and(|bound| now >= bound) {
+            let expires = self.expiry_of_oldest();
+            if expires.is_some_and(|expires| now >= expires) {
+                self.pop_oldest();
+            } else {
+                self.oldest_expires = expires;
                 break;
             }
-            self.pop_oldest();
         }
+    }
+
+    fn expiry_of_oldest(&self) -> Option<SystemTime> {
+        let key = self.order.front()?;
+        self.entries[key].0.checked_add(self.window.max_age)
     }
 
     fn evict_over_capacity(&mut self) {
@@ -228,9 +280,13 @@ impl<V: Copy> Seen<V> {
     }
 
     fn pop_oldest(&mut self) {
-        if let Some(key) = self.order.pop_front() {
-            self.entries.remove(&key);
-        }
+        let Some((at, _)) = self.order.pop_front().and_then(|key| self.entries.remove(&key)) else {
+            return;
+        };
+        self.oldest_expires = match self.order.is_empty() {
+            true => None,
+            false => at.checked_add(self.window.max_age),
+        };
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::context;
+use crate::dedup::KeyHasher;
 use crate::in_flight::InFlight;
 use crate::sync::{Arc, Mutex};
 use crate::timer::Timer;
@@ -232,6 +233,8 @@ pub(crate) struct Runtime {
     /// Whether events waiting for a retry count in `in_flight` (a clock that moves by
     /// itself); see `retries`.
     pub(crate) retries_hold_idle: bool,
+    /// Hashes idempotency keys for every dedup window of the bus.
+    pub(crate) key_hasher: KeyHasher,
 }
 
 impl Runtime {
@@ -243,6 +246,7 @@ impl Runtime {
             aborted: crate::sync::AtomicBool::new(false),
             retries_hold_idle: !timer.is_manual(),
             timer,
+            key_hasher: KeyHasher::new(),
         }
     }
 

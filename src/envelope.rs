@@ -5,6 +5,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::dedup::{IdempotencyKey, KeyHash, KeyHasher};
+
 /// A unique identifier of a published event.
 ///
 /// The high 64 bits name the topic instance (32 random bits drawn once per process and
@@ -88,7 +90,7 @@ pub(crate) struct Metadata {
     pub(crate) seq: u64,
     pub(crate) published_at: SystemTime,
     pub(crate) key: Option<Box<str>>,
-    pub(crate) idempotency_key: Option<Box<str>>,
+    pub(crate) idempotency_key: Option<Box<IdempotencyKey>>,
     pub(crate) headers: Headers,
     pub(crate) correlation_id: EventId,
     pub(crate) causation_id: Option<EventId>,
@@ -194,7 +196,12 @@ impl<E> Envelope<E> {
     /// same operation, which a subscriber with a [`DedupWindow`](crate::DedupWindow)
     /// handles once.
     pub fn idempotency_key(&self) -> Option<&str> {
-        self.shared.meta.idempotency_key.as_deref()
+        self.shared.meta.idempotency_key.as_deref().map(IdempotencyKey::text)
+    }
+
+    /// The idempotency key's hash by the bus's hasher, computed once per event.
+    pub(crate) fn key_hash(&self, hasher: &KeyHasher) -> Option<KeyHash> {
+        self.shared.meta.idempotency_key.as_ref().map(|key| key.hash(hasher))
     }
 
     /// The headers the publisher set.

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::dedup::IdempotencyKey;
 use crate::envelope::{EventId, Headers};
 use crate::error::PublishError;
 use crate::topic::{Receipt, Topic, Wait};
@@ -11,7 +12,7 @@ use crate::topic::{Receipt, Topic, Wait};
 pub(crate) struct Draft<E> {
     pub(crate) event: E,
     pub(crate) key: Option<Box<str>>,
-    pub(crate) idempotency_key: Option<Box<str>>,
+    pub(crate) idempotency_key: Option<Box<IdempotencyKey>>,
     pub(crate) headers: Headers,
     pub(crate) correlation_id: Option<EventId>,
     /// Published by the bus as a dead letter.
@@ -79,7 +80,7 @@ impl<E: Send + Sync + 'static> Message<E> {
     /// [`DedupWindow`](crate::DedupWindow) handle it once. Any length; windows keep a
     /// fixed-size hash of it, not the key.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
-        self.draft.idempotency_key = Some(key.into().into_boxed_str());
+        self.draft.idempotency_key = Some(IdempotencyKey::new(key.into()));
         self
     }
 

@@ -30,8 +30,11 @@
 //! lock is released, on the runner's thread, as if the failed event's handler had
 //! published them (so they carry it as causation and never wait for mailbox space),
 //! and before the batch's deliveries are finished in flight, so `wait_idle` covers
-//! their delivery too. At-least-once subscribers take no hand-off: a handed event
-//! could not wait behind a retry.
+//! their delivery too. An at-least-once subscriber takes a hand-off only while no
+//! retry is waiting (checked under the run lock): a handed event is not in the
+//! mailbox, so it could neither wait behind a retry nor be lent out of `in_flight`.
+//! Retries are only added by the runner, and the publish that was handed the event is
+//! that runner, so none can appear before the handed event runs.
 //!
 //! # Hand-off (inline subscribers)
 //!
@@ -121,7 +124,6 @@ pub(crate) struct Subscriber<E, Q = Mailbox<Envelope<E>>> {
     dead_letters: Option<DeadLetters<E>>,
     /// `.dedup_by`: the key of an event; `None`: the envelope's idempotency key.
     dedup_key: Option<KeyOf<E>>,
-    key_hasher: KeyHasher,
     /// For arming the timer from `&self`.
     me: Weak<Self>,
 }
@@ -222,7 +224,6 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             evicted: AtomicU64::new(0),
             dead_letters,
             dedup_key: parts.dedup_key,
-            key_hasher: KeyHasher::new(),
             me,
         }
     }
@@ -254,11 +255,6 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
 
     pub(crate) fn is_inline(&self) -> bool {
         self.consumer == Consumer::Handler(Dispatch::Inline)
-    }
-
-    /// Whether a publish may hand this subscriber its event (see the module docs).
-    pub(crate) fn takes_hand_off(&self) -> bool {
-        self.is_inline() && self.retry().is_none()
     }
 
     /// Runs the filter, containing a panic.
@@ -395,8 +391,8 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
                 return handler(&env).map(|()| Attempt::Handled(None));
             };
             let key = match &self.dedup_key {
-                Some(key_of) => key_of(&env, &self.key_hasher),
-                None => env.idempotency_key().map(|key| self.key_hasher.hash(key)),
+                Some(key_of) => key_of(&env, &self.runtime.key_hasher),
+                None => env.key_hash(&self.runtime.key_hasher),
             };
             let now = self.runtime.timer.now();
             if key.is_some_and(|key| seen.get(key, now).is_some()) {
@@ -410,7 +406,9 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
                 Counters::add_exclusive(&self.counters.delivered, 1);
                 if let (Some((key, now)), Some(seen)) = (key, seen.as_mut()) {
                     // Remembered only once it succeeded: a failed attempt's retry runs.
-                    seen.insert(key, self.runtime.timer.now().max(now), ());
+                    // Aged from the start of the attempt that succeeded: one clock
+                    // read per event.
+                    seen.insert(key, now, ());
                     self.counters.dedup_keys.store(seen.len() as u64, Ordering::Relaxed);
                     self.counters.dedup_evicted.store(seen.evicted, Ordering::Relaxed);
                 }
@@ -706,11 +704,15 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
 
     /// Hand-off, step 3 of a publish (the caller holds the commit lock and has claimed
     /// the schedule): parks the event under the run lock for the caller to run. Gives
-    /// it back if the run lock is busy (a retire in progress); the caller queues it.
+    /// it back if the run lock is busy (a retire in progress) or a retry is waiting
+    /// (see "At-least-once" above); the caller queues it.
     pub(crate) fn hand_off(&self, env: Envelope<E>) -> Result<(), Envelope<E>> {
         let Some(mut state) = self.run.try_lock() else {
             return Err(env);
         };
+        if !state.retries.is_empty() {
+            return Err(env);
+        }
         Counters::add_exclusive(&self.counters.accepted, 1);
         state.handed = Some(env);
         Ok(())

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::broadcast::{Reader, Readers, RingSubscriber, Seat};
 use crate::bus::BusShared;
 use crate::context;
-use crate::dedup::{Accepted, DedupWindow, KeyHash, KeyHasher, Seen};
+use crate::dedup::{Accepted, DedupWindow, KeyHash, Seen};
 use crate::dispatch::{self, Runtime};
 use crate::envelope::{Envelope, EventId, Metadata, Shared};
 use crate::error::{Failure, PublishError, SubscribeError, TopicError};
@@ -197,7 +197,6 @@ pub(crate) struct TopicCore<E> {
     refused: AtomicU64,
     /// Set once a dedup window is (under `commit`): publishes with a key look it up.
     dedups: AtomicBool,
-    key_hasher: KeyHasher,
     deduplicated: AtomicU64,
     clock: std::sync::Arc<dyn Clock>,
     runtime: Arc<Runtime>,
@@ -226,7 +225,6 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             unrouted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             dedups: AtomicBool::new(false),
-            key_hasher: KeyHasher::new(),
             deduplicated: AtomicU64::new(0),
             clock,
             runtime,
@@ -384,7 +382,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
 
         // Step 0: a duplicate returns before it costs anyone a filter call or a slot.
         let dedup_key = match &draft.idempotency_key {
-            Some(key) if self.dedups.load(Ordering::Relaxed) => Some(self.key_hasher.hash(&**key)),
+            Some(key) if self.dedups.load(Ordering::Relaxed) => Some(key.hash(&self.runtime.key_hasher)),
             _ => None,
         };
         if let Some(key) = dedup_key {
@@ -491,7 +489,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         for target in &mut targets {
             let sub = target.sub;
             let plan = match std::mem::replace(&mut target.plan, Plan::Skip) {
-                Plan::Reserved if may_hand_off && sub.takes_hand_off() && sub.claim() => {
+                Plan::Reserved if may_hand_off && sub.is_inline() && sub.claim() => {
                     match sub.hand_off(env.clone()) {
                         Ok(()) => Plan::HandedOff,
                         Err(env) => {

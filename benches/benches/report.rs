@@ -94,13 +94,23 @@ fn b2(settings: &Settings) {
         push::SUBSCRIBERS,
         settings.push_events
     );
-    let (crier, peers) = compare(settings, settings.push_events, push::CRIER, &push::PEERS);
+    let contenders = [push::PEERS[0], push::CRIER_AT_LEAST_ONCE];
+    let (crier, peers) = compare(settings, settings.push_events, push::CRIER, &contenders);
     row(
         &format!("vs {}", push::PEERS[0].name),
         Spread::of_ratios(&crier, &peers[0]),
         Some(1.0),
     );
+    row(
+        "at-least-once + dedup vs at-most-once",
+        Spread::of_ratios(&peers[1], &crier),
+        Some(1.5),
+    );
     println!("  crier: {} ns per event", Spread::of(&crier).show(0));
+    println!(
+        "  crier at-least-once + dedup: {} ns per event",
+        Spread::of(&peers[1]).show(0)
+    );
 }
 
 fn b3(settings: &Settings) {
@@ -113,10 +123,15 @@ fn b3(settings: &Settings) {
         name: "crier, 1 handler",
         run: inline::crier_one_handler,
     };
-    let peers = [inline::PEERS[0], one];
+    let peers = [inline::PEERS[0], one, inline::CRIER_AT_LEAST_ONCE];
     let (crier, peers) = compare(settings, settings.inline_events, inline::CRIER, &peers);
-    let (floor, one) = (&peers[0], &peers[1]);
+    let (floor, one, at_least_once) = (&peers[0], &peers[1], &peers[2]);
     row("vs closure loop floor", Spread::of_ratios(&crier, floor), Some(3.0));
+    row(
+        "at-least-once + dedup vs at-most-once",
+        Spread::of_ratios(at_least_once, &crier),
+        Some(1.5),
+    );
     let (fixed, per_handler): (Vec<f64>, Vec<f64>) = one
         .iter()
         .zip(&crier)
@@ -124,6 +139,10 @@ fn b3(settings: &Settings) {
         .unzip();
     let floor_per_handler: Vec<f64> = floor.iter().map(|t| t / inline::HANDLERS as f64).collect();
     println!("  crier: {} ns per event", Spread::of(&crier).show(0));
+    println!(
+        "  crier at-least-once + dedup: {} ns per event",
+        Spread::of(at_least_once).show(0)
+    );
     println!(
         "  crier fixed cost per event:        {} ns   target ≤ 60",
         Spread::of(&fixed).show(0)

@@ -29,7 +29,10 @@ fn b1_pull(c: &mut Criterion) {
 }
 
 fn b2_push(c: &mut Criterion) {
-    let contenders: Vec<Contender> = std::iter::once(push::CRIER).chain(push::PEERS).collect();
+    let contenders: Vec<Contender> = [push::CRIER, push::CRIER_AT_LEAST_ONCE]
+        .into_iter()
+        .chain(push::PEERS)
+        .collect();
     group(c, "B2 push fan-out 1-4", 100_000, &contenders);
 }
 
@@ -38,7 +41,10 @@ fn b3_inline(c: &mut Criterion) {
         name: "crier, 1 handler",
         run: inline::crier_one_handler,
     };
-    let contenders: Vec<Contender> = [inline::CRIER, one].into_iter().chain(inline::PEERS).collect();
+    let contenders: Vec<Contender> = [inline::CRIER, one, inline::CRIER_AT_LEAST_ONCE]
+        .into_iter()
+        .chain(inline::PEERS)
+        .collect();
     group(c, "B3 inline 1-8", 100_000, &contenders);
 }
 

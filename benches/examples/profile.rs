@@ -4,6 +4,7 @@
 //! cargo build -p crier-benches --release --example profile
 //! perf record -g target/release/examples/profile pull crier 500000
 //! valgrind --tool=callgrind target/release/examples/profile inline crier 100000
+//! valgrind --tool=callgrind target/release/examples/profile inline "crier at" 100000
 //! ```
 
 use crier_benches::{inline, pull, push, Contender};
@@ -20,8 +21,14 @@ fn main() {
     let events: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200_000);
     let contenders: Vec<Contender> = match scenario {
         "pull" => std::iter::once(pull::CRIER).chain(pull::PEERS).collect(),
-        "push" => std::iter::once(push::CRIER).chain(push::PEERS).collect(),
-        "inline" => std::iter::once(inline::CRIER).chain(inline::PEERS).collect(),
+        "push" => [push::CRIER, push::CRIER_AT_LEAST_ONCE]
+            .into_iter()
+            .chain(push::PEERS)
+            .collect(),
+        "inline" => [inline::CRIER, inline::CRIER_AT_LEAST_ONCE]
+            .into_iter()
+            .chain(inline::PEERS)
+            .collect(),
         other => {
             eprintln!("unknown scenario {other}");
             std::process::exit(2);

@@ -35,6 +35,12 @@ pub struct Contender {
 /// Mailbox capacity for every lossless contender that has one.
 pub const CAPACITY: usize = 1024;
 
+/// The dedup window of the at-least-once variants: 10,000 keys for a minute, so a run
+/// of distinct keys keeps it full and evicting, as in a long-running service.
+pub fn dedup_window() -> crier::DedupWindow {
+    crier::DedupWindow::new(10_000, Duration::from_secs(60))
+}
+
 /// Spawns one thread per receiver, each taking `events` items with `recv`.
 fn drain_on_threads<R: Send + 'static>(receivers: Vec<R>, events: u64, recv: fn(&mut R) -> u8) -> Vec<JoinHandle<u64>> {
     receivers
@@ -197,6 +203,42 @@ pub mod push {
         elapsed
     }
 
+    /// The same workload at-least-once with a dedup window per subscriber, every
+    /// event published with an idempotency key: what the reliability costs when
+    /// nothing fails (compared with [`crier`], not with a peer).
+    pub const CRIER_AT_LEAST_ONCE: Contender = Contender {
+        name: "crier at-least-once + dedup",
+        run: crier_at_least_once,
+    };
+
+    pub fn crier_at_least_once(events: u64) -> Duration {
+        let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
+        let counters = counters();
+        let subscriptions: Vec<_> = counters
+            .iter()
+            .map(|counter| {
+                let counter = counter.clone();
+                bus.subscriber()
+                    .at_least_once(crier::Retry::ordered())
+                    .dedup(dedup_window())
+                    .subscribe(move |env: &crier::Envelope<Payload>| handle(&counter, env))
+                    .expect("bus is open")
+            })
+            .collect();
+        let start = Instant::now();
+        for n in 0..events {
+            bus.message(Payload::new(n))
+                .idempotency_key(n.to_string())
+                .publish()
+                .expect("lossless");
+        }
+        bus.wait_idle(Duration::from_secs(600)).expect("drains");
+        let elapsed = start.elapsed();
+        drop(subscriptions);
+        black_box(counters);
+        elapsed
+    }
+
     /// Hand-rolled: a bounded crossbeam channel and a thread per subscriber.
     pub fn thread_per_subscriber(events: u64) -> Duration {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..SUBSCRIBERS)
@@ -246,19 +288,32 @@ pub mod inline {
         run: closure_loop,
     }];
 
-    fn crier_with(handlers: usize, events: u64) -> Duration {
+    fn crier_with(handlers: usize, at_least_once: bool, events: u64) -> Duration {
         let bus = crier::Bus::builder().inline().build().expect("valid options");
         let subscriptions: Vec<_> = (0..handlers)
             .map(|_| {
-                bus.subscribe(|env: &crier::Envelope<Payload>| {
-                    black_box(env.0[0]);
-                })
-                .expect("bus is open")
+                let builder = bus.subscriber();
+                let builder = if at_least_once {
+                    builder.at_least_once(crier::Retry::ordered()).dedup(dedup_window())
+                } else {
+                    builder
+                };
+                builder
+                    .subscribe(|env: &crier::Envelope<Payload>| {
+                        black_box(env.0[0]);
+                    })
+                    .expect("bus is open")
             })
             .collect();
         let start = Instant::now();
         for n in 0..events {
-            bus.publish(Payload::new(n)).expect("inline never fills");
+            let message = bus.message(Payload::new(n));
+            let message = if at_least_once {
+                message.idempotency_key(n.to_string())
+            } else {
+                message
+            };
+            message.publish().expect("inline never fills");
         }
         let elapsed = start.elapsed();
         drop(subscriptions);
@@ -266,13 +321,24 @@ pub mod inline {
     }
 
     pub fn crier(events: u64) -> Duration {
-        crier_with(HANDLERS, events)
+        crier_with(HANDLERS, false, events)
+    }
+
+    /// As [`crier`], at-least-once with a dedup window per handler and an idempotency
+    /// key per event (compared with [`crier`]).
+    pub const CRIER_AT_LEAST_ONCE: Contender = Contender {
+        name: "crier at-least-once + dedup",
+        run: crier_at_least_once,
+    };
+
+    pub fn crier_at_least_once(events: u64) -> Duration {
+        crier_with(HANDLERS, true, events)
     }
 
     /// One inline handler: with [`crier`] it separates the fixed cost per event from
     /// the cost per handler call (see [`split_costs`]).
     pub fn crier_one_handler(events: u64) -> Duration {
-        crier_with(1, events)
+        crier_with(1, false, events)
     }
 
     /// The floor: a `Vec<Box<dyn Fn(&E)>>` called in a loop.
