@@ -269,6 +269,8 @@ impl<V: Copy> Seen<V> {
 
     fn expiry_of_oldest(&self) -> Option<SystemTime> {
         let key = self.order.front()?;
+        // Every key in `order` is in `entries`: both change together, in `insert` and
+        // `pop_oldest`, so the index cannot miss.
         self.entries[key].0.checked_add(self.window.max_age)
     }
 

@@ -23,7 +23,9 @@
 //!    before pushing (a consumer can never take it below the truth); skip subscribers
 //!    that unsubscribed meanwhile; push and `notify` each subscriber's schedule. Pushes
 //!    never block, so the lock is held briefly. One lock per topic also means every
-//!    subscriber sees a topic's events in `seq` order.
+//!    subscriber sees a topic's events in `seq` order. An idle inline subscriber is
+//!    *handed* the event instead of having it queued, when this thread is not already
+//!    running inline handlers (see `schedule` and `subscriber`).
 //!
 //!    With a dedup window, the key is looked up again here, once the publish can no
 //!    longer be refused (a concurrent publish of the same key may have been accepted
@@ -31,9 +33,7 @@
 //!    recorded with the new `seq` in the same hold of the lock. Looking up and recording
 //!    in one critical section, after the last way to refuse, gives: of publishes with
 //!    one key inside the window, exactly one is accepted, and a refused publish (`Err`)
-//!    never records its key. An idle inline subscriber is
-//!    *handed* the event instead of having it queued, when this thread is not already
-//!    running inline handlers (see `schedule` and `subscriber`).
+//!    never records its key.
 //!
 //!    Receivers that read the topic's broadcast ring (see `broadcast`) get the event
 //!    by one write into the ring, for all of them. Before anything else in this step,
@@ -462,6 +462,8 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         if let (Some(key), Some(accepted)) = (dedup_key, commit.dedup.as_mut()) {
             if let Err(original) = accepted.admit(key, now, seq) {
                 drop(commit);
+                // Not accepted, so no subscriber counts it; that includes one whose
+                // filter panicked on it (its hook is not told: there is no envelope).
                 cancel_all(&mut targets);
                 return Ok(self.duplicate_of(original));
             }
