@@ -189,7 +189,8 @@ pub struct SubscriberStats {
     /// Events skipped because their idempotency key already succeeded for this
     /// subscriber within its [`DedupWindow`](crate::DedupWindow).
     pub deduplicated: u64,
-    /// Keys its dedup window remembers (at most the window's capacity).
+    /// Keys its dedup window remembers (at most the window's capacity). Reading the
+    /// stats first forgets the keys that aged out, unless its handler is running.
     pub dedup_keys: u64,
     /// Keys its dedup window forgot early to stay within its capacity (keys that aged
     /// out are not counted): an event repeating one of those is delivered again.

@@ -647,6 +647,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
     }
 
     pub(crate) fn stats(&self) -> SubscriberStats {
+        self.purge_dedup_window();
         let c = &self.counters;
         let mut stats = SubscriberStats::zero(
             self.id,
@@ -674,6 +675,19 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         stats.last_error = c.last_error.lock().clone();
         self.inbox.fill(&mut stats);
         stats
+    }
+
+    /// Forgets the keys that aged out of the dedup window, so an idle subscriber's
+    /// window shrinks back after a burst when its stats are read. Only if the run lock
+    /// is free: stats never wait for a running handler (which purges on its own).
+    fn purge_dedup_window(&self) {
+        let Some(mut state) = self.run.try_lock() else {
+            return;
+        };
+        if let Some(seen) = state.seen.as_mut() {
+            seen.purge(self.runtime.timer.now());
+            self.counters.dedup_keys.store(seen.len() as u64, Ordering::Relaxed);
+        }
     }
 }
 

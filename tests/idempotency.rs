@@ -1,5 +1,5 @@
 //! Promise 3, idempotency: a subscriber's dedup window skips an event whose key already
-//! succeeded, within bounds of count and age (RELIABILITY-PLAN scenarios G1 to G3, G6
+//! succeeded, within bounds of count and age (RELIABILITY-PLAN scenarios G1 to G4, G6
 //! and G8, on the subscriber side).
 
 mod common;
@@ -80,6 +80,28 @@ fn the_window_holds_at_most_its_capacity_and_forgets_the_oldest() {
     bus.message(0_u32).idempotency_key("99999").publish().unwrap(); // still remembered
     let stats = sub.stats();
     assert_eq!((stats.delivered, stats.deduplicated), (100_001, 1));
+}
+
+/// G4: an idle subscriber's window forgets aged keys when its stats are read, with no
+/// further delivery, so its memory drops back after a burst.
+#[test]
+fn an_idle_subscriber_forgets_aged_keys_when_stats_are_read() {
+    let clock = ManualClock::new();
+    let bus = Bus::builder().inline().clock(clock.clone()).build().unwrap();
+    let sub = bus
+        .subscriber::<u32>()
+        .dedup(DedupWindow::new(100_000, Duration::from_secs(120)))
+        .subscribe(|_: &Envelope<u32>| {})
+        .unwrap();
+    for n in 0..10_000_u32 {
+        bus.message(n).idempotency_key(n.to_string()).publish().unwrap();
+    }
+    assert_eq!(sub.stats().dedup_keys, 10_000);
+    clock.advance(Duration::from_secs(120) - MS(1));
+    assert_eq!(sub.stats().dedup_keys, 10_000, "younger than max_age: kept");
+    clock.advance(MS(1));
+    assert_eq!(sub.stats().dedup_keys, 0);
+    assert_eq!(bus.stats().subscribers[0].dedup_keys, 0);
 }
 
 /// G6: a key is remembered only once its event succeeded, so a failed event published
