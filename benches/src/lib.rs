@@ -41,6 +41,23 @@ pub fn dedup_window() -> crier::DedupWindow {
     crier::DedupWindow::new(10_000, Duration::from_secs(60))
 }
 
+/// A subscriber's options in a scenario: as given, or for the at-least-once variant,
+/// ordered retries and a dedup window.
+fn options(builder: crier::SubscriberBuilder<Payload>, at_least_once: bool) -> crier::SubscriberBuilder<Payload> {
+    match at_least_once {
+        true => builder.at_least_once(crier::Retry::ordered()).dedup(dedup_window()),
+        false => builder,
+    }
+}
+
+/// Publishes event `n`; in the at-least-once variant, with `n` as its idempotency key.
+fn publish(bus: &crier::Bus, n: u64, at_least_once: bool) -> Result<crier::Receipt, crier::PublishError<Payload>> {
+    match at_least_once {
+        true => bus.message(Payload::new(n)).idempotency_key(n.to_string()).publish(),
+        false => bus.publish(Payload::new(n)),
+    }
+}
+
 /// Spawns one thread per receiver, each taking `events` items with `recv`.
 fn drain_on_threads<R: Send + 'static>(receivers: Vec<R>, events: u64, recv: fn(&mut R) -> u8) -> Vec<JoinHandle<u64>> {
     receivers
@@ -182,25 +199,7 @@ pub mod push {
 
     /// Pool subscribers (the default dispatch, a pool sized to the cores).
     pub fn crier(events: u64) -> Duration {
-        let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
-        let counters = counters();
-        let subscriptions: Vec<_> = counters
-            .iter()
-            .map(|counter| {
-                let counter = counter.clone();
-                bus.subscribe(move |env: &crier::Envelope<Payload>| handle(&counter, env))
-                    .expect("bus is open")
-            })
-            .collect();
-        let start = Instant::now();
-        for n in 0..events {
-            bus.publish(Payload::new(n)).expect("lossless");
-        }
-        bus.wait_idle(Duration::from_secs(600)).expect("drains");
-        let elapsed = start.elapsed();
-        drop(subscriptions);
-        black_box(counters);
-        elapsed
+        crier_with(false, events)
     }
 
     /// The same workload at-least-once with a dedup window per subscriber, every
@@ -212,25 +211,24 @@ pub mod push {
     };
 
     pub fn crier_at_least_once(events: u64) -> Duration {
+        crier_with(true, events)
+    }
+
+    fn crier_with(at_least_once: bool, events: u64) -> Duration {
         let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
         let counters = counters();
         let subscriptions: Vec<_> = counters
             .iter()
             .map(|counter| {
                 let counter = counter.clone();
-                bus.subscriber()
-                    .at_least_once(crier::Retry::ordered())
-                    .dedup(dedup_window())
+                options(bus.subscriber(), at_least_once)
                     .subscribe(move |env: &crier::Envelope<Payload>| handle(&counter, env))
                     .expect("bus is open")
             })
             .collect();
         let start = Instant::now();
         for n in 0..events {
-            bus.message(Payload::new(n))
-                .idempotency_key(n.to_string())
-                .publish()
-                .expect("lossless");
+            publish(&bus, n, at_least_once).expect("lossless");
         }
         bus.wait_idle(Duration::from_secs(600)).expect("drains");
         let elapsed = start.elapsed();
@@ -292,13 +290,7 @@ pub mod inline {
         let bus = crier::Bus::builder().inline().build().expect("valid options");
         let subscriptions: Vec<_> = (0..handlers)
             .map(|_| {
-                let builder = bus.subscriber();
-                let builder = if at_least_once {
-                    builder.at_least_once(crier::Retry::ordered()).dedup(dedup_window())
-                } else {
-                    builder
-                };
-                builder
+                options(bus.subscriber(), at_least_once)
                     .subscribe(|env: &crier::Envelope<Payload>| {
                         black_box(env.0[0]);
                     })
@@ -307,13 +299,7 @@ pub mod inline {
             .collect();
         let start = Instant::now();
         for n in 0..events {
-            let message = bus.message(Payload::new(n));
-            let message = if at_least_once {
-                message.idempotency_key(n.to_string())
-            } else {
-                message
-            };
-            message.publish().expect("inline never fills");
+            publish(&bus, n, at_least_once).expect("inline never fills");
         }
         let elapsed = start.elapsed();
         drop(subscriptions);
