@@ -15,7 +15,7 @@ use crate::message::{Draft, Message};
 use crate::receiver::Receiver;
 use crate::registry::Registry;
 use crate::shutdown::ShutdownReport;
-use crate::stats::{BusStats, SubscriberId};
+use crate::stats::{BusStats, Consumer, SubscriberId};
 use crate::subscribe::{HandlerResult, SubscriberBuilder};
 use crate::subscription::{Control, Subscription};
 use crate::sync::{Arc, Mutex, Ordering};
@@ -126,8 +126,12 @@ impl BusShared {
         // 2. Drain what was accepted, including what handlers publish meanwhile.
         //    Under a clock moved by hand, retries that are not due are not in flight
         //    (see `retries`): only the test could make them due, so they are not drained.
-        let drained =
-            !abort && self.runtime.in_flight.wait_zero(deadline) && subscribers.iter().all(|s| s.stats().retrying == 0);
+        //    An ack receiver's retries wait for its owner, not for the drain.
+        let push_retrying = |s: &Arc<dyn Control>| {
+            let stats = s.stats();
+            stats.consumer != Consumer::Receiver && stats.retrying > 0
+        };
+        let drained = !abort && self.runtime.in_flight.wait_zero(deadline) && !subscribers.iter().any(push_retrying);
 
         // 3. Closed: every publish is refused. Closing a topic passes its commit lock,
         //    so no publish is half-way through a commit after this.

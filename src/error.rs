@@ -138,6 +138,22 @@ pub enum RecvError {
     Closed,
 }
 
+/// A [`nack`](crate::AckHandle::nack) that could not send its event back: the event
+/// is counted as dropped, for the reason the variant names. (An ack never fails: it
+/// counts the event delivered even then.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The [`AckReceiver`](crate::AckReceiver) was dropped: counted as
+    /// [`DropReason::Unsubscribed`](crate::DropReason::Unsubscribed).
+    #[error("the ack receiver was dropped: the event cannot be redelivered")]
+    Unsubscribed,
+    /// The bus is shut down: counted as
+    /// [`DropReason::Shutdown`](crate::DropReason::Shutdown).
+    #[error("the bus is shut down: the event cannot be redelivered")]
+    Closed,
+}
+
 /// A [`Receiver::try_recv`](crate::Receiver::try_recv) that returned no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

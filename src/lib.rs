@@ -167,6 +167,14 @@
 //! Overflow policies and unsubscribe still drop events under either policy, and count
 //! them: delivery policies are about the handler failing, not about a full mailbox.
 //!
+//! A pull subscription can be at-least-once too: [`SubscriberBuilder::ack_receiver`]
+//! makes an [`AckReceiver`] whose deliveries are [`AckHandle`]s. The caller
+//! [`ack`](AckHandle::ack)s each one it processed; a [`nack`](AckHandle::nack), or
+//! dropping the handle, brings the event back after the backoff as the next attempt,
+//! then dead-letters it, as above. At most
+//! [`max_unacked`](SubscriberBuilder::max_unacked) handles are out at once, like a
+//! broker's prefetch.
+//!
 //! ```
 //! use std::time::Duration;
 //! use crier::{testing::ManualClock, Backoff, Bus, DeadLetter, Envelope, Retry};
@@ -296,6 +304,9 @@
 
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+mod ack;
+#[cfg(not(loom))]
+mod ack_receiver;
 #[cfg(not(loom))]
 mod broadcast;
 #[cfg(not(loom))]
@@ -332,7 +343,6 @@ mod policy;
 mod receiver;
 #[cfg(not(loom))]
 mod registry;
-#[cfg(not(loom))]
 mod retries;
 mod ring;
 mod schedule;
@@ -362,6 +372,7 @@ mod loom_tests;
 
 #[cfg(not(loom))]
 pub use crate::{
+    ack_receiver::{AckHandle, AckIter, AckReceiver, AckTryIter, Nack},
     builder::BusBuilder,
     bus::{Bus, WeakBus},
     clock::{Alarm, Clock, SystemClock},
@@ -370,8 +381,8 @@ pub use crate::{
     delivery::{Backoff, Delivery, Retry, RetryOrder, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_MAX_ATTEMPTS},
     envelope::{Envelope, EventId, Headers},
     error::{
-        BoxError, BuildError, Failure, HandlerError, PublishError, RecvError, RecvTimeoutError, ShutdownError,
-        SubscribeError, TopicError, TryRecvError, WaitIdleError,
+        AckError, BoxError, BuildError, Failure, HandlerError, PublishError, RecvError, RecvTimeoutError,
+        ShutdownError, SubscribeError, TopicError, TryRecvError, WaitIdleError,
     },
     message::Message,
     policy::{Dispatch, DropReason, Overflow},

@@ -10,6 +10,7 @@ use loom::sync::atomic::AtomicUsize;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
+use crate::ack::{End, Gate, Lease, Source, SourceFlags, Take};
 use crate::dedup::{Accepted, DedupWindow, KeyHasher};
 use crate::in_flight::InFlight;
 use crate::ring::{Cursor, Read, Ring};
@@ -492,5 +493,219 @@ fn loom_dedup_a_refused_publish_never_records_its_key() {
             "{theirs:?}"
         );
         assert_eq!(mine, Published::Accepted(0));
+    });
+}
+
+/// A mailbox reduced to what the ack gate relies on: its real `SourceFlags`, and a
+/// channel where items and wake markers queue in order; `wait` returns once either is
+/// queued and takes nothing; a pop consumes the markers before an item.
+struct ModelSource {
+    /// `None` is the wake marker.
+    queue: Mutex<VecDeque<Option<Delivery>>>,
+    ready: loom::sync::Condvar,
+    flags: SourceFlags,
+}
+
+/// (event, attempt)
+type Delivery = (u32, u32);
+
+impl ModelSource {
+    fn new(events: &[u32]) -> Self {
+        ModelSource {
+            queue: Mutex::new(events.iter().map(|&e| Some((e, 1))).collect()),
+            ready: loom::sync::Condvar::new(),
+            flags: SourceFlags::new(),
+        }
+    }
+
+    fn push(&self, event: u32) {
+        self.queue.lock().unwrap().push_back(Some((event, 1)));
+        self.ready.notify_all();
+    }
+
+    fn close(&self) {
+        if self.flags.close() {
+            self.wake();
+        }
+    }
+}
+
+impl Source<Delivery> for ModelSource {
+    fn pop(&self) -> Option<Delivery> {
+        let mut queue = self.queue.lock().unwrap();
+        loop {
+            match queue.pop_front()? {
+                Some(item) => return Some(item),
+                None => self.flags.lower_wake(),
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.lock().unwrap().iter().all(Option::is_none)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.flags.is_closed()
+    }
+
+    fn wait(&self, _deadline: Option<std::time::Instant>) -> bool {
+        let mut queue = self.queue.lock().unwrap();
+        while queue.is_empty() {
+            queue = self.ready.wait(queue).unwrap();
+        }
+        true
+    }
+
+    fn wake(&self) {
+        if self.flags.raise_wake() {
+            self.queue.lock().unwrap().push_back(None);
+            self.ready.notify_all();
+        }
+    }
+}
+
+/// Retries in the models are due at once: the clock never moves.
+fn epoch() -> std::time::SystemTime {
+    std::time::SystemTime::UNIX_EPOCH
+}
+
+/// A nack as `ack_receiver` makes it: the next attempt goes into the retries, unless
+/// the gate ended (then it is dropped, and `false`).
+fn nack(gate: &Gate<Delivery>, source: &ModelSource, (event, attempt): Delivery) -> bool {
+    gate.settle(source, |state| {
+        if state.ended.is_some() {
+            return false;
+        }
+        state.retries.push(epoch(), (event, attempt + 1));
+        true
+    })
+}
+
+/// A take from a gate of at most one out, checking I4 after it.
+fn take(gate: &Gate<Delivery>, source: &ModelSource, how: Take) -> Lease<Delivery> {
+    let lease = gate.take(source, how, epoch);
+    assert!(gate.unacked() <= 1, "I4: more out than max_unacked");
+    lease
+}
+
+#[test]
+fn loom_ack_nack_and_recv() {
+    // One handle out of at most one (ordered). Another thread acks or nacks it while
+    // this one blocks in `recv` at the limit: a nacked event comes back exactly once, as
+    // attempt 2 and before the next event; an acked one never; `recv` returns (no lost
+    // wake-up) and the limit holds.
+    for nacks in [false, true] {
+        loom::model(move || {
+            let gate = Arc::new(Gate::<Delivery>::new(1, 1));
+            let source = Arc::new(ModelSource::new(&[1, 2]));
+            let Lease::Item(first) = take(&gate, &source, Take::NoWait) else {
+                panic!("the first event is queued");
+            };
+            assert_eq!(first, (1, 1));
+            assert!(
+                matches!(take(&gate, &source, Take::NoWait), Lease::Empty),
+                "at the limit"
+            );
+            let settler = {
+                let (gate, source) = (gate.clone(), source.clone());
+                thread::spawn(move || {
+                    if nacks {
+                        assert!(nack(&gate, &source, first));
+                    } else {
+                        gate.settle(&*source, |_| ());
+                    }
+                })
+            };
+            let Lease::Item(next) = take(&gate, &source, Take::Until(None)) else {
+                panic!("recv returned without a delivery");
+            };
+            assert_eq!(gate.unacked(), 1);
+            settler.join().unwrap();
+            gate.settle(&*source, |_| ());
+            let expected = if nacks { (1, 2) } else { (2, 1) };
+            assert_eq!(next, expected);
+            let rest: Vec<Delivery> = std::iter::from_fn(|| match take(&gate, &source, Take::NoWait) {
+                Lease::Item(d) => {
+                    gate.settle(&*source, |_| ());
+                    Some(d)
+                }
+                _ => None,
+            })
+            .collect();
+            assert_eq!(rest, if nacks { vec![(2, 1)] } else { vec![] });
+        });
+    }
+}
+
+#[test]
+fn loom_ack_a_nack_wakes_a_receiver_waiting_for_events() {
+    // Unordered, room for two: this thread holds event 1 and blocks waiting for a new
+    // event; only the other thread's nack of event 1 can wake it (by the marker).
+    loom::model(|| {
+        let gate = Arc::new(Gate::<Delivery>::new(2, 2));
+        let source = Arc::new(ModelSource::new(&[1]));
+        let Lease::Item(first) = gate.take(&*source, Take::NoWait, epoch) else {
+            panic!("the first event is queued");
+        };
+        let nacker = {
+            let (gate, source) = (gate.clone(), source.clone());
+            thread::spawn(move || nack(&gate, &source, first))
+        };
+        let Lease::Item(again) = gate.take(&*source, Take::Until(None), epoch) else {
+            panic!("recv returned without a delivery");
+        };
+        assert_eq!(again, (1, 2));
+        assert!(nacker.join().unwrap());
+    });
+}
+
+#[test]
+fn loom_ack_a_nack_a_publish_and_a_shutdown_lose_nothing() {
+    // As above, while a third thread publishes event 2 and then shuts down (the end,
+    // then the close, as the bus does). Every event is received or, for a nack after
+    // the end (or a retry the end took), counted as dropped: none is lost, none comes
+    // twice, and `Closed` comes last.
+    loom::model(|| {
+        let gate = Arc::new(Gate::<Delivery>::new(2, 2));
+        let source = Arc::new(ModelSource::new(&[1]));
+        let Lease::Item(first) = gate.take(&*source, Take::NoWait, epoch) else {
+            panic!("the first event is queued");
+        };
+        let nacker = {
+            let (gate, source) = (gate.clone(), source.clone());
+            thread::spawn(move || nack(&gate, &source, first))
+        };
+        let shutdown = {
+            let (gate, source) = (gate.clone(), source.clone());
+            thread::spawn(move || {
+                source.push(2);
+                let dropped = gate.end(&*source, End::Shutdown).len();
+                source.close();
+                dropped
+            })
+        };
+        let mut received = Vec::new();
+        loop {
+            match gate.take(&*source, Take::Until(None), epoch) {
+                Lease::Item(delivery) => {
+                    received.push(delivery);
+                    gate.settle(&*source, |_| ());
+                }
+                Lease::Closed => break,
+                Lease::Empty => panic!("no deadline, yet Empty"),
+            }
+        }
+        let nacked_before_the_end = nacker.join().unwrap();
+        let dropped_by_the_end = shutdown.join().unwrap();
+        let redelivered = usize::from(received.contains(&(1, 2)));
+        assert!(received.contains(&(2, 1)), "{received:?}");
+        assert_eq!(received.len(), 1 + redelivered, "{received:?}");
+        assert_eq!(
+            redelivered + dropped_by_the_end,
+            usize::from(nacked_before_the_end),
+            "event 1 is redelivered, or dropped by the end or by its nack, exactly once"
+        );
+        assert_eq!(gate.unacked(), 0);
     });
 }

@@ -1,17 +1,25 @@
 //! `Mailbox<T>`: one subscriber's queue. A lock-free crossbeam channel holds the items;
-//! [`Slots`] bounds them; a `Wake` marker lets a blocked receiver learn that no more
-//! items will come.
+//! [`Slots`] bounds them; a `Wake` marker wakes a blocked receiver: at the close, so it
+//! learns that no more items will come, and for an ack receiver whenever its gate
+//! changes (see `ack`).
+//!
+//! # The wake marker
+//!
+//! At most one marker is queued: `wake` sends one only if it raises the flag, and a
+//! pop that takes the marker lowers it. The flag and `closed` share one word
+//! ([`SourceFlags`]; `ack` explains why a consumer then never misses a close).
 
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
 
+use crate::ack::{Source, SourceFlags};
 use crate::slots::Slots;
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
 
 enum Item<T> {
     Event(T),
-    /// Sent once by `close`, so a receiver blocked in `recv` wakes and sees `closed`.
+    /// Wakes a blocked receiver (see the module docs).
     Wake,
 }
 
@@ -29,10 +37,9 @@ pub(crate) struct Mailbox<T> {
     slots: Slots,
     /// The largest `slots.used()` any push saw.
     high_water: AtomicUsize,
-    /// Set once, when no more items will be pushed (pull receivers at shutdown).
-    closed: AtomicBool,
-    /// The `Wake` marker is in the channel (it is not an item for `len`).
-    wake_queued: AtomicBool,
+    /// `closed` (set once, when no more items will be pushed) and whether the `Wake`
+    /// marker is in the channel (it is not an item for `len`).
+    flags: SourceFlags,
 }
 
 impl<T> Mailbox<T> {
@@ -43,8 +50,7 @@ impl<T> Mailbox<T> {
             rx,
             slots: Slots::new(capacity.unwrap_or(usize::MAX)),
             high_water: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            wake_queued: AtomicBool::new(false),
+            flags: SourceFlags::new(),
         }
     }
 
@@ -59,7 +65,7 @@ impl<T> Mailbox<T> {
     /// Items queued. Unlike `slots().used()`, slots reserved by publishes in progress
     /// are not counted, so the stats of a quiet subscriber balance exactly.
     pub(crate) fn len(&self) -> usize {
-        let wake = usize::from(self.wake_queued.load(Ordering::Acquire));
+        let wake = usize::from(self.flags.wake_queued());
         self.rx.len().saturating_sub(wake)
     }
 
@@ -111,7 +117,7 @@ impl<T> Mailbox<T> {
                     self.slots.release(1);
                     return Some(item);
                 }
-                Ok(Item::Wake) => self.wake_queued.store(false, Ordering::Release),
+                Ok(Item::Wake) => self.flags.lower_wake(),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
             }
         }
@@ -120,7 +126,7 @@ impl<T> Mailbox<T> {
     /// Blocks until an item comes, the deadline passes, or the mailbox is closed and empty.
     pub(crate) fn pop_blocking(&self, deadline: Option<Instant>) -> Pop<T> {
         loop {
-            if self.closed.load(Ordering::Acquire) {
+            if self.flags.is_closed() {
                 return self.pop().map_or(Pop::Closed, Pop::Item);
             }
             let received = match deadline {
@@ -132,8 +138,8 @@ impl<T> Mailbox<T> {
                     self.slots.release(1);
                     return Pop::Item(item);
                 }
-                // `closed` is set now; the loop re-checks it.
-                Ok(Item::Wake) => self.wake_queued.store(false, Ordering::Release),
+                // The loop re-checks `closed`.
+                Ok(Item::Wake) => self.flags.lower_wake(),
                 Err(RecvTimeoutError::Timeout) => return Pop::Timeout,
                 Err(RecvTimeoutError::Disconnected) => return Pop::Closed,
             }
@@ -141,14 +147,34 @@ impl<T> Mailbox<T> {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.flags.is_closed()
     }
 
-    /// No more items will be pushed: wakes a blocked `pop_blocking`.
+    /// No more items will be pushed: wakes a blocked receiver.
     pub(crate) fn close(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            self.wake_queued.store(true, Ordering::Release);
+        if self.flags.close() {
+            self.wake();
+        }
+    }
+
+    /// Queues the wake marker, unless it is queued already.
+    pub(crate) fn wake(&self) {
+        if self.flags.raise_wake() {
             let _ = self.tx.send(Item::Wake);
+        }
+    }
+
+    /// Blocks until an item or the wake marker is queued, without taking it, or until
+    /// the deadline; `false` once the deadline has passed.
+    pub(crate) fn wait_ready(&self, deadline: Option<Instant>) -> bool {
+        let mut select = Select::new();
+        select.recv(&self.rx);
+        match deadline {
+            None => {
+                select.ready();
+                true
+            }
+            Some(deadline) => select.ready_deadline(deadline).is_ok(),
         }
     }
 
@@ -159,5 +185,27 @@ impl<T> Mailbox<T> {
             n += 1;
         }
         n
+    }
+}
+
+impl<T> Source<T> for Mailbox<T> {
+    fn pop(&self) -> Option<T> {
+        Mailbox::pop(self)
+    }
+
+    fn is_empty(&self) -> bool {
+        Mailbox::is_empty(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        Mailbox::is_closed(self)
+    }
+
+    fn wait(&self, deadline: Option<Instant>) -> bool {
+        self.wait_ready(deadline)
+    }
+
+    fn wake(&self) {
+        Mailbox::wake(self);
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+pub(crate) use crate::ack::Take;
 use crate::broadcast::RingReceiver;
 use crate::envelope::Envelope;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
@@ -86,13 +87,6 @@ enum Source<E> {
     Mailbox(Arc<Registration<E>>),
 }
 
-/// How long a receive may wait.
-#[derive(Clone, Copy)]
-pub(crate) enum Take {
-    NoWait,
-    Until(Option<Instant>),
-}
-
 impl<E: Send + Sync + 'static> Receiver<E> {
     pub(crate) fn from_ring(receiver: Arc<RingReceiver<E>>) -> Self {
         Receiver {
@@ -119,13 +113,8 @@ impl<E: Send + Sync + 'static> Receiver<E> {
             Source::Mailbox(registration) => registration,
         };
         let sub = &registration.sub;
-        let lag = &sub.counters.unreported_lag;
-        // A load first: the swap (a write to a line the publisher writes) only on lag.
-        if lag.load(Ordering::Acquire) > 0 {
-            match lag.swap(0, Ordering::AcqRel) {
-                0 => {}
-                n => return Read::Lagged(n),
-            }
+        if let Some(lagged) = take_lag(&sub.counters) {
+            return Read::Lagged(lagged);
         }
         let popped = match how {
             Take::NoWait => {
@@ -224,6 +213,20 @@ impl<E: Send + Sync + 'static> Receiver<E> {
     /// A snapshot of the receiver's counters.
     pub fn stats(&self) -> SubscriberStats {
         self.control().stats()
+    }
+}
+
+/// The `DropOldest` evictions not yet reported to a mailbox receiver, if any; they
+/// are reported now.
+pub(crate) fn take_lag(counters: &Counters) -> Option<u64> {
+    let lag = &counters.unreported_lag;
+    // A load first: the swap (a write to a line the publisher writes) only on lag.
+    if lag.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    match lag.swap(0, Ordering::AcqRel) {
+        0 => None,
+        n => Some(n),
     }
 }
 

@@ -1,5 +1,6 @@
-//! `Retries<E>`: the failed events one at-least-once subscriber waits to retry, and how
-//! they are counted while they wait.
+//! `Retries<T>`: the failed events one at-least-once subscriber waits to retry, and how
+//! they are counted while they wait. An ack receiver keeps its nacked events in one
+//! too (see `ack`); only the push subscribers' part below is about `in_flight`.
 //!
 //! # Protocol
 //!
@@ -52,15 +53,15 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::envelope::Envelope;
-
-pub(crate) struct Retries<E> {
+/// `T` is the event as its next attempt sees it (for subscribers, an `Envelope` with
+/// its next attempt number).
+pub(crate) struct Retries<T> {
     /// By due time, then by the order they failed in.
-    waiting: BTreeMap<(SystemTime, u64), Envelope<E>>,
+    waiting: BTreeMap<(SystemTime, u64), T>,
     failed: u64,
 }
 
-impl<E> Retries<E> {
+impl<T> Retries<T> {
     pub(crate) fn new() -> Self {
         Retries {
             waiting: BTreeMap::new(),
@@ -76,20 +77,20 @@ impl<E> Retries<E> {
         self.waiting.len()
     }
 
-    /// Step 1: `env` carries its next attempt number.
-    pub(crate) fn push(&mut self, due: SystemTime, env: Envelope<E>) {
-        self.waiting.insert((due, self.failed), env);
+    /// Step 1: `item` carries its next attempt number.
+    pub(crate) fn push(&mut self, due: SystemTime, item: T) {
+        self.waiting.insert((due, self.failed), item);
         self.failed += 1;
     }
 
     /// Step 2: the earliest retry due at `now`.
-    pub(crate) fn take_due(&mut self, now: SystemTime) -> Option<Envelope<E>> {
+    pub(crate) fn take_due(&mut self, now: SystemTime) -> Option<T> {
         let first = self.waiting.first_entry()?;
         (first.key().0 <= now).then(|| first.remove())
     }
 
     /// Takes every waiting retry out (unsubscribe, shutdown).
-    pub(crate) fn take_all(&mut self) -> Vec<Envelope<E>> {
+    pub(crate) fn take_all(&mut self) -> Vec<T> {
         std::mem::take(&mut self.waiting).into_values().collect()
     }
 }
@@ -97,23 +98,17 @@ impl<E> Retries<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{EventId, Metadata, Shared};
     use std::time::Duration;
-
-    fn env(n: u64) -> Envelope<u64> {
-        let meta = Metadata::for_test(EventId::new(1, n));
-        Envelope::new(std::sync::Arc::new(Shared { event: n, meta }))
-    }
 
     #[test]
     fn retries_come_due_in_due_order_then_failure_order() {
         let t = |ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
         let mut r = Retries::new();
-        r.push(t(30), env(1));
-        r.push(t(10), env(2));
-        r.push(t(10), env(3));
+        r.push(t(30), 1_u64);
+        r.push(t(10), 2);
+        r.push(t(10), 3);
         assert!(r.take_due(t(9)).is_none());
-        let due: Vec<u64> = std::iter::from_fn(|| r.take_due(t(30)).map(|e| *e)).collect();
+        let due: Vec<u64> = std::iter::from_fn(|| r.take_due(t(30))).collect();
         assert_eq!(due, [2, 3, 1]);
         assert!(r.is_empty());
     }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::stats::{BusStats, Consumer, DropCounts};
+use crate::stats::{BusStats, Consumer, DropCounts, SubscriberStats};
 
 /// What [`Bus::shutdown`](crate::Bus::shutdown) or [`Bus::abort`](crate::Bus::abort)
 /// did. Every event a subscriber accepted appears in exactly one of delivered, failed,
@@ -17,7 +17,9 @@ pub struct ShutdownReport {
     pub drained: bool,
     /// Push deliveries not handled because time ran out (or at `abort`): dropped and
     /// counted under [`DropReason::Shutdown`](crate::DropReason::Shutdown), or, behind a
-    /// handler that is still running, dropped the moment it returns.
+    /// handler that is still running, dropped the moment it returns. With them, the
+    /// events [`AckReceiver`](crate::AckReceiver)s had waiting for a retry, dropped the
+    /// same way.
     pub pending: u64,
     /// Of `pending`: events that were waiting for an at-least-once retry (dropped under
     /// [`DropReason::Shutdown`](crate::DropReason::Shutdown) too, never silently). Under
@@ -25,7 +27,8 @@ pub struct ShutdownReport {
     /// a [`ManualClock`](crate::testing::ManualClock) it cannot, since only the test
     /// makes them due.
     pub awaiting_retry: u64,
-    /// Events left in receivers, which their owners can still `recv`.
+    /// Events left in receivers, which their owners can still `recv`, and handles an
+    /// [`AckReceiver`](crate::AckReceiver) had out, which can still be acked.
     pub in_receivers: u64,
     /// Handlers still running when the call returned (stuck, or caught mid-event by
     /// `abort`). Each finishes its current event; none starts another.
@@ -61,13 +64,17 @@ impl ShutdownReport {
     }
 
     pub(crate) fn abandoned(stats: &BusStats) -> u64 {
-        let push = stats.subscribers.iter().filter(|s| s.consumer != Consumer::Receiver);
-        push.map(|s| s.dropped.shutdown + s.queued).sum()
+        let abandoned = |s: &SubscriberStats| match s.consumer {
+            // Only an ack receiver drops at shutdown: its waiting retries.
+            Consumer::Receiver => s.dropped.shutdown,
+            Consumer::Handler(_) => s.dropped.shutdown + s.queued,
+        };
+        stats.subscribers.iter().map(abandoned).sum()
     }
 
     pub(crate) fn receivers_backlog(stats: &BusStats) -> u64 {
         let receivers = stats.subscribers.iter().filter(|s| s.consumer == Consumer::Receiver);
-        receivers.map(|s| s.queued).sum()
+        receivers.map(|s| s.queued + s.unacked).sum()
     }
 }
 

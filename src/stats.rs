@@ -142,12 +142,13 @@ pub enum Consumer {
 /// A snapshot of one subscriber's counters.
 ///
 /// The accounting identity (promise 1) reads
-/// `delivered + failed + dead_lettered + deduplicated + dropped.total() + queued + retrying == accepted`;
+/// `delivered + failed + dead_lettered + deduplicated + dropped.total() + queued + retrying + unacked == accepted`;
 /// it holds whenever no handler is running and no publish is in progress, for instance
 /// after [`Bus::wait_idle`](crate::Bus::wait_idle). [`is_balanced`](Self::is_balanced)
 /// checks it. Each accepted event is in exactly one of those: handled, failed for good
 /// (at-most-once), dead-lettered (at-least-once), skipped as a duplicate, dropped,
-/// still queued, or waiting for a retry. `retried` is not in it: it counts failed attempts, not events.
+/// still queued, waiting for a retry, or out in an [`AckHandle`](crate::AckHandle).
+/// `retried` is not in it: it counts failed attempts, not events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
@@ -168,7 +169,8 @@ pub struct SubscriberStats {
     pub capacity: Option<usize>,
     /// Events it accepted: matched its filter in a publish that returned `Ok`.
     pub accepted: u64,
-    /// Events its handler handled successfully, or its receiver handed out.
+    /// Events its handler handled successfully, or its receiver handed out (an ack
+    /// receiver: acked).
     pub delivered: u64,
     /// Events whose handler failed (returned `Err` or panicked) under at-most-once
     /// delivery, or whose filter panicked. At-least-once failures are `retried`, then
@@ -181,6 +183,9 @@ pub struct SubscriberStats {
     pub dead_lettered: u64,
     /// At-least-once: events waiting for their next attempt now.
     pub retrying: u64,
+    /// [`AckReceiver`](crate::AckReceiver): handles out now, received and not yet
+    /// settled.
+    pub unacked: u64,
     /// Dead letters kept in this subscriber's store because they reached nobody
     /// (see [`Subscription::dead_letters`](crate::Subscription::dead_letters)).
     pub dead_letters_kept: u64,
@@ -225,6 +230,7 @@ impl SubscriberStats {
             retried: 0,
             dead_lettered: 0,
             retrying: 0,
+            unacked: 0,
             dead_letters_kept: 0,
             dead_letters_evicted: 0,
             deduplicated: 0,
@@ -239,10 +245,11 @@ impl SubscriberStats {
     }
 
     /// `delivered + failed + dead_lettered + deduplicated + dropped + queued + retrying
-    /// == accepted` (see the type's docs for when it must hold).
+    /// + unacked == accepted` (see the type's docs for when it must hold).
     pub fn is_balanced(&self) -> bool {
         let settled = self.delivered + self.failed + self.dead_lettered + self.deduplicated;
-        settled + self.dropped.total() + self.queued + self.retrying == self.accepted
+        let waiting = self.queued + self.retrying + self.unacked;
+        settled + self.dropped.total() + waiting == self.accepted
     }
 }
 
@@ -334,7 +341,7 @@ impl fmt::Display for BusStats {
                 s.retried,
                 s.dead_lettered,
                 s.dropped.total(),
-                s.queued + s.retrying,
+                s.queued + s.retrying + s.unacked,
                 s.high_water
             )?;
         }

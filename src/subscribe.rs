@@ -3,6 +3,7 @@
 use std::fmt;
 use std::hash::Hash;
 
+use crate::ack_receiver::{AckReceiver, AckShared};
 use crate::broadcast::{self, RingReceiver};
 use crate::dedup::DedupWindow;
 use crate::delivery::{Delivery, Retry};
@@ -80,6 +81,7 @@ pub struct SubscriberBuilder<E> {
     delivery: Delivery,
     dedup: Option<DedupWindow>,
     dedup_key: Option<KeyOf<E>>,
+    max_unacked: Option<usize>,
 }
 
 impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
@@ -95,6 +97,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             delivery: Delivery::AtMostOnce,
             dedup: None,
             dedup_key: None,
+            max_unacked: None,
         }
     }
 
@@ -222,6 +225,15 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         self
     }
 
+    /// How many deliveries an [`AckReceiver`] hands out before one is settled (default:
+    /// its capacity; 0 is refused by `ack_receiver`). Like RabbitMQ's prefetch or
+    /// NATS's `MaxAckPending`, it bounds the work in progress. Only for
+    /// [`ack_receiver`](Self::ack_receiver): `subscribe` and `receiver` refuse it.
+    pub fn max_unacked(mut self, max_unacked: usize) -> Self {
+        self.max_unacked = Some(max_unacked);
+        self
+    }
+
     /// Sets the delivery policy ([`Delivery::AtMostOnce`] by default).
     pub fn delivery(mut self, delivery: Delivery) -> Self {
         self.delivery = delivery;
@@ -241,6 +253,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         F: FnMut(&Envelope<E>) -> R + Send + 'static,
         R: HandlerResult,
     {
+        self.refuse_max_unacked()?;
         let dispatch = self.dispatch.unwrap_or(self.topic.bus.config.dispatch);
         let handler: Handler<E> = Box::new(move |env| handler(env).into_result());
         let control = self.register(Consumer::Handler(dispatch), handler)?;
@@ -253,19 +266,22 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     ///
     /// [`SubscribeError::ZeroCapacity`] for `capacity(0)`, [`SubscribeError::Closed`]
     /// once the bus is shut down. [`SubscribeError::InvalidPolicy`] for
-    /// [`at_least_once`](Self::at_least_once) or [`dedup`](Self::dedup): a receiver's
-    /// caller handles each event itself, so the bus never sees it fail or succeed.
+    /// [`at_least_once`](Self::at_least_once), [`dedup`](Self::dedup) or
+    /// [`max_unacked`](Self::max_unacked): a receiver's caller handles each event
+    /// itself, so the bus never sees it fail or succeed. Use
+    /// [`ack_receiver`](Self::ack_receiver) for those.
     pub fn receiver(self) -> Result<Receiver<E>, SubscribeError> {
         if let Delivery::AtLeastOnce(_) = self.delivery {
             return Err(SubscribeError::InvalidPolicy {
-                reason: "a receiver cannot be at-least-once: the bus never sees it fail",
+                reason: "a receiver cannot be at-least-once (the bus never sees it fail): use ack_receiver",
             });
         }
         if self.dedup.is_some() {
             return Err(SubscribeError::InvalidPolicy {
-                reason: "a receiver cannot have a dedup window: the bus never sees it succeed",
+                reason: "a receiver cannot have a dedup window (the bus never sees it succeed): use ack_receiver",
             });
         }
+        self.refuse_max_unacked()?;
         let bus = &self.topic.bus;
         let capacity = self.capacity.unwrap_or(Some(bus.config.capacity));
         let overflow = self.overflow.unwrap_or(bus.config.overflow);
@@ -281,6 +297,54 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         let topic = self.topic.clone();
         let (parts, capacity) = self.parts(Consumer::Receiver, None)?;
         Ok(Receiver::from_mailbox(register_mailbox(&topic, parts, capacity)?))
+    }
+
+    /// Creates an [`AckReceiver`]: a pull subscription whose deliveries are acked,
+    /// nacked (retried after the backoff, then dead-lettered) or dropped (a nack), with
+    /// at most [`max_unacked`](Self::max_unacked) out at once. Needs
+    /// [`at_least_once`](Self::at_least_once); a [`dedup`](Self::dedup) window skips
+    /// events whose key was acked. See [`AckReceiver`] for an example.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::InvalidPolicy`] without `at_least_once`, for a [`Retry`] or
+    /// [`DedupWindow`] that cannot work, or for `max_unacked(0)`;
+    /// [`SubscribeError::ZeroCapacity`] for `capacity(0)`; [`SubscribeError::Closed`]
+    /// once the bus is shut down; [`SubscribeError::Spawn`] if the retry timer's thread
+    /// could not start.
+    pub fn ack_receiver(self) -> Result<AckReceiver<E>, SubscribeError> {
+        let Delivery::AtLeastOnce(retry) = self.delivery else {
+            return Err(SubscribeError::InvalidPolicy {
+                reason: "an ack receiver is at-least-once: call at_least_once(retry) first",
+            });
+        };
+        if self.max_unacked == Some(0) {
+            return Err(SubscribeError::InvalidPolicy {
+                reason: "max_unacked must be at least 1",
+            });
+        }
+        let max_unacked = self.max_unacked;
+        let topic = self.topic.clone();
+        let (parts, capacity) = self.parts(Consumer::Receiver, None)?;
+        let bound = capacity.unwrap_or(topic.bus.config.capacity);
+        let sub = Subscriber::new(parts, Mailbox::new(capacity));
+        let shared = AckShared::new(
+            registration(&topic, sub.clone()),
+            retry,
+            max_unacked.unwrap_or(bound),
+            bound,
+        );
+        topic.core.add(sub);
+        Ok(AckReceiver::new(remember(&topic, shared)?))
+    }
+
+    fn refuse_max_unacked(&self) -> Result<(), SubscribeError> {
+        match self.max_unacked {
+            Some(_) => Err(SubscribeError::InvalidPolicy {
+                reason: "max_unacked applies to ack receivers only (ack_receiver)",
+            }),
+            None => Ok(()),
+        }
     }
 
     fn check_open(&self, capacity: Option<usize>) -> Result<(), SubscribeError> {
@@ -404,6 +468,7 @@ impl<E> fmt::Debug for SubscriberBuilder<E> {
             .field("overflow", &self.overflow)
             .field("dispatch", &self.dispatch)
             .field("delivery", &self.delivery)
+            .field("max_unacked", &self.max_unacked)
             .finish()
     }
 }

@@ -46,7 +46,7 @@
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::bus::BusShared;
 use crate::context;
@@ -73,9 +73,20 @@ pub(crate) type ErrorHook = std::sync::Arc<dyn Fn(&HandlerError) + Send + Sync>;
 
 /// What a successful attempt was.
 enum Attempt {
-    /// The handler ran and succeeded; the key and time to remember, with a window.
-    Handled(Option<(KeyHash, std::time::SystemTime)>),
+    /// The handler ran and succeeded; the key to remember, with a window.
+    Handled(Option<KeyStamp>),
     /// Its key already succeeded within the dedup window: skipped.
+    Duplicate,
+}
+
+/// An idempotency key and the start of the attempt that carries it.
+pub(crate) type KeyStamp = (KeyHash, SystemTime);
+
+/// What a dedup window says about an event, before its attempt.
+pub(crate) enum Screened {
+    /// Not seen: attempt it, and remember the key (if any) once it succeeds.
+    Fresh(Option<KeyStamp>),
+    /// Its key already succeeded within the window: skip it.
     Duplicate,
 }
 
@@ -159,7 +170,7 @@ struct RunState<E> {
     /// An event a publish handed off to this idle subscriber (see the module docs).
     handed: Option<Envelope<E>>,
     /// At-least-once: failed events waiting for their next attempt.
-    retries: Retries<E>,
+    retries: Retries<Envelope<E>>,
     /// With a dedup window: the keys that succeeded recently.
     seen: Option<Seen>,
 }
@@ -228,7 +239,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         }
     }
 
-    fn retry(&self) -> Option<&Retry> {
+    pub(crate) fn retry(&self) -> Option<&Retry> {
         match &self.delivery {
             Delivery::AtMostOnce => None,
             Delivery::AtLeastOnce(retry) => Some(retry),
@@ -376,7 +387,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         &self,
         handler: &mut Handler<E>,
         env: Envelope<E>,
-        retries: &mut Retries<E>,
+        retries: &mut Retries<Envelope<E>>,
         seen: &mut Option<Seen>,
         dead: &mut Vec<DeadLetter<E>>,
     ) -> bool {
@@ -390,27 +401,17 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             let Some(seen) = seen.as_mut() else {
                 return handler(&env).map(|()| Attempt::Handled(None));
             };
-            let key = match &self.dedup_key {
-                Some(key_of) => key_of(&env, &self.runtime.key_hasher),
-                None => env.key_hash(&self.runtime.key_hasher),
-            };
-            let now = self.runtime.timer.now();
-            if key.is_some_and(|key| seen.get(key, now).is_some()) {
-                return Ok(Attempt::Duplicate);
+            match self.screen(&env, seen) {
+                Screened::Duplicate => Ok(Attempt::Duplicate),
+                Screened::Fresh(key) => handler(&env).map(|()| Attempt::Handled(key)),
             }
-            handler(&env).map(|()| Attempt::Handled(key.map(|key| (key, now))))
         };
         let failure = match catch_unwind(AssertUnwindSafe(attempt)) {
             // `invoke` runs under the run lock.
             Ok(Ok(Attempt::Handled(key))) => {
                 Counters::add_exclusive(&self.counters.delivered, 1);
-                if let (Some((key, now)), Some(seen)) = (key, seen.as_mut()) {
-                    // Remembered only once it succeeded: a failed attempt's retry runs.
-                    // Aged from the start of the attempt that succeeded: one clock
-                    // read per event.
-                    seen.insert(key, now, ());
-                    self.counters.dedup_keys.store(seen.len() as u64, Ordering::Relaxed);
-                    self.counters.dedup_evicted.store(seen.evicted, Ordering::Relaxed);
+                if let (Some(key), Some(seen)) = (key, seen.as_mut()) {
+                    self.remember(seen, key);
                 }
                 return true;
             }
@@ -421,9 +422,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             Ok(Err(error)) => Failure::Error(error),
             Err(panic) => Failure::Panic(panic_message(&*panic)),
         };
-        let text = failure.to_string();
-        *self.counters.last_error.lock() = Some(text.clone());
-        self.report_failure(&env, failure);
+        let text = self.note_failure(&env, failure);
         let Some(retry) = self.retry() else {
             Counters::add(&self.counters.failed, 1);
             // `env` (maybe the last reference to the event) drops inside the scope, so
@@ -431,16 +430,91 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             drop(env);
             return true;
         };
+        match self.schedule_retry(retry, env, text, retries) {
+            Err(letter) => {
+                dead.push(letter);
+                true
+            }
+            Ok(due) => {
+                if let Some(due) = due {
+                    let me: Weak<dyn Wake> = self.me.clone();
+                    self.runtime.timer.arm(due, me);
+                }
+                // A waiting retry stays in flight only under a clock that moves by
+                // itself.
+                !self.runtime.retries_hold_idle
+            }
+        }
+    }
+
+    /// Checks an event's idempotency key against the dedup window, at the start of an
+    /// attempt.
+    fn screen(&self, env: &Envelope<E>, seen: &mut Seen) -> Screened {
+        let key = match &self.dedup_key {
+            Some(key_of) => key_of(env, &self.runtime.key_hasher),
+            None => env.key_hash(&self.runtime.key_hasher),
+        };
+        let now = self.runtime.timer.now();
+        if key.is_some_and(|key| seen.get(key, now).is_some()) {
+            return Screened::Duplicate;
+        }
+        Screened::Fresh(key.map(|key| (key, now)))
+    }
+
+    /// Remembers the key of an attempt that succeeded (only then: a failed attempt's
+    /// retry must run), aged from the attempt's start: one clock read per event.
+    fn remember(&self, seen: &mut Seen, (key, started): KeyStamp) {
+        seen.insert(key, started, ());
+        self.counters.dedup_keys.store(seen.len() as u64, Ordering::Relaxed);
+        self.counters.dedup_evicted.store(seen.evicted, Ordering::Relaxed);
+    }
+
+    /// An ack receiver's hand-out: [`screen`](Self::screen) under the run lock (which
+    /// guards the window), containing a panic of the key function.
+    pub(crate) fn screen_hand_out(&self, env: &Envelope<E>) -> Result<Screened, Failure> {
+        let mut state = self.run.lock();
+        let Some(seen) = state.seen.as_mut() else {
+            return Ok(Screened::Fresh(None));
+        };
+        catch_unwind(AssertUnwindSafe(|| self.screen(env, seen)))
+            .map_err(|panic| Failure::Panic(format!("in dedup_by: {}", panic_message(&*panic))))
+    }
+
+    /// An ack receiver's ack: remembers the key screened at hand-out.
+    pub(crate) fn remember_acked(&self, key: KeyStamp) {
+        if let Some(seen) = self.run.lock().seen.as_mut() {
+            self.remember(seen, key);
+        }
+    }
+
+    /// Records a failed attempt: the last error, then the error hook. Returns its text.
+    pub(crate) fn note_failure(&self, env: &Envelope<E>, failure: Failure) -> String {
+        let text = failure.to_string();
+        *self.counters.last_error.lock() = Some(text.clone());
+        self.report_failure(env, failure);
+        text
+    }
+
+    /// At-least-once, after attempt `env.attempt()` failed with `error`: puts the next
+    /// attempt in `retries`, counted, and returns its due time if the timer must be
+    /// armed for it (the caller arms it, holding no lock the wake takes). Once the
+    /// attempts run out: a dead letter, counted, for the caller to send.
+    pub(crate) fn schedule_retry(
+        &self,
+        retry: &Retry,
+        env: Envelope<E>,
+        error: String,
+        retries: &mut Retries<Envelope<E>>,
+    ) -> Result<Option<SystemTime>, DeadLetter<E>> {
         let next = env.attempt().saturating_add(1);
         if !retry.allows(next) || env.attempt() == u32::MAX {
             Counters::add(&self.counters.dead_lettered, 1);
-            dead.push(DeadLetter {
+            return Err(DeadLetter {
                 envelope: env,
                 subscriber: self.name.clone(),
                 subscriber_id: self.id,
-                error: text,
+                error,
             });
-            return true;
         }
         let delay = retry
             .backoff_schedule()
@@ -450,12 +524,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         retries.push(due, env.with_attempt(next));
         Counters::add(&self.counters.retried, 1);
         Counters::add(&self.counters.retrying, 1);
-        if due > now {
-            let me: Weak<dyn Wake> = self.me.clone();
-            self.runtime.timer.arm(due, me);
-        }
-        // A waiting retry stays in flight only under a clock that moves by itself.
-        !self.runtime.retries_hold_idle
+        Ok((due > now).then_some(due))
     }
 
     /// Spreads retries of different events apart, the same way every run.
@@ -469,7 +538,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
     /// Publishes dead letters on `DeadLetter<E>`'s topic, keeping in the store those
     /// that reach nobody. After the run lock is released: subscribers of dead letters
     /// may run right here (inline).
-    fn send_dead_letters(&self, dead: Vec<DeadLetter<E>>) {
+    pub(crate) fn send_dead_letters(&self, dead: Vec<DeadLetter<E>>) {
         let Some(sink) = &self.dead_letters else {
             return;
         };
@@ -574,9 +643,10 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         empty
     }
 
-    /// Whether held deliveries are lent out of `in_flight` (see `retries`).
+    /// Whether held deliveries are lent out of `in_flight` (see `retries`): an ack
+    /// receiver's are not in flight at all.
     fn lends(&self) -> bool {
-        self.retry().is_some() && !self.runtime.retries_hold_idle
+        self.is_push() && self.retry().is_some() && !self.runtime.retries_hold_idle
     }
 
     /// Lends what is queued behind a waiting retry out of `in_flight` (run lock held).
@@ -615,7 +685,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
 
     /// The next event to handle: a retry that is due, then (unless waiting retries hold
     /// the line, see `retries`) a handed-off event, then the inbox.
-    fn next_event(&self, handed: &mut Option<Envelope<E>>, retries: &mut Retries<E>) -> Next<E> {
+    fn next_event(&self, handed: &mut Option<Envelope<E>>, retries: &mut Retries<Envelope<E>>) -> Next<E> {
         if !retries.is_empty() {
             if let Some(env) = retries.take_due(self.runtime.timer.now()) {
                 Counters::sub(&self.counters.retrying, 1);

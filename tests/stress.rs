@@ -138,3 +138,81 @@ fn publishers_churning_subscribers_and_mixed_policies_keep_every_promise() {
         assert_eq!(probe.live(), 0, "every payload dropped exactly once");
     });
 }
+
+/// Ack receivers under contention: publishers, and consumers on several threads that
+/// ack most deliveries and nack (or drop) the rest on their early attempts, with a
+/// zero backoff so retries race with new events. Every event is acked exactly once,
+/// never twice and never lost; `max_unacked` is never exceeded; the counters balance.
+#[test]
+fn ack_receivers_under_contention_ack_every_event_exactly_once() {
+    let scale = stress_scale();
+    with_deadline(Duration::from_secs(120 * scale), move || {
+        const PUBLISHERS: u64 = 2;
+        const CONSUMERS: usize = 3;
+        const MAX_UNACKED: usize = 4;
+        let per_publisher = 5_000 * scale;
+        let total = (PUBLISHERS * per_publisher) as usize;
+        for retry in [crier::Retry::ordered(), crier::Retry::unordered()] {
+            let bus = Bus::builder().workers(2).build().unwrap();
+            let rx = Arc::new(
+                bus.subscriber::<u64>()
+                    .capacity(64)
+                    .at_least_once(
+                        retry
+                            .unlimited_attempts()
+                            .backoff(crier::Backoff::fixed(Duration::ZERO)),
+                    )
+                    .max_unacked(MAX_UNACKED)
+                    .ack_receiver()
+                    .unwrap(),
+            );
+            let acked: Arc<Vec<std::sync::atomic::AtomicU32>> =
+                Arc::new((0..total).map(|_| std::sync::atomic::AtomicU32::new(0)).collect());
+            let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let consumers: Vec<_> = (0..CONSUMERS)
+                .map(|_| {
+                    let (rx, acked, done) = (rx.clone(), acked.clone(), done.clone());
+                    std::thread::spawn(move || {
+                        while done.load(Ordering::SeqCst) < total {
+                            let Ok(handle) = rx.recv_timeout(Duration::from_millis(50)) else {
+                                continue;
+                            };
+                            assert!(rx.unacked() <= MAX_UNACKED, "max_unacked exceeded");
+                            let event = **handle;
+                            match (event % 7, handle.attempt()) {
+                                (0, 1 | 2) => drop(handle.nack().unwrap()),
+                                (1, 1) => drop(handle),
+                                _ => {
+                                    assert_eq!(acked[event as usize].fetch_add(1, Ordering::SeqCst), 0, "acked twice");
+                                    handle.ack();
+                                    done.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            on_threads(PUBLISHERS as usize, {
+                let bus = bus.clone();
+                move |p| {
+                    for n in 0..per_publisher {
+                        bus.publish(p as u64 * per_publisher + n).unwrap();
+                    }
+                }
+            });
+            for consumer in consumers {
+                consumer.join().unwrap();
+            }
+            assert!(
+                acked.iter().all(|n| n.load(Ordering::SeqCst) == 1),
+                "an event was never acked"
+            );
+            let stats = rx.stats();
+            assert!(stats.is_balanced(), "{stats:#?}");
+            assert_eq!((stats.delivered, stats.unacked, stats.retrying), (total as u64, 0, 0));
+            let nacked_twice = (0..total as u64).filter(|e| e % 7 == 0).count() as u64;
+            let dropped_once = (0..total as u64).filter(|e| e % 7 == 1).count() as u64;
+            assert_eq!(stats.retried, 2 * nacked_twice + dropped_once);
+        }
+    });
+}

@@ -1,0 +1,276 @@
+//! The ack gate: how an at-least-once pull receiver hands out deliveries that must be
+//! acked, bounds how many are out at once, and takes nacked ones back for a retry.
+//! `ack_receiver` builds the public `AckReceiver` and `AckHandle` on it; this module
+//! is the protocol alone, generic over what is handed out, so loom can run it.
+//!
+//! # State
+//!
+//! One mutex guards [`GateState`]:
+//! - `unacked`: deliveries handed out and not yet settled; `<= max_unacked`.
+//! - `retries`: nacked deliveries waiting for their backoff, each already carrying its
+//!   next attempt number (the push subscribers' [`Retries`]).
+//! - `ended`: set once by unsubscribe or shutdown; a nack after it cannot redeliver.
+//! - `source_waiters`: receivers blocked on the source, released by a wake marker.
+//!
+//! The *source* (the receiver's mailbox, see [`Source`]) is outside the lock:
+//! publishes push into it without ever touching the gate.
+//!
+//! # Algorithm
+//!
+//! `take`, in a loop, under the lock:
+//! 1. with room (`unacked < max_unacked`), a retry that is due goes first;
+//! 2. then, with room and unless the line is *held* (at least `hold_at` retries wait:
+//!    1 for ordered retries, the capacity for unordered ones), the source's oldest
+//!    event;
+//! 3. otherwise, if the source was closed (read before the pop) and is empty and no
+//!    retry waits: `Closed` (a nack after the end never redelivers);
+//! 4. otherwise wait, until the deadline: on the source if step 2 was allowed (an
+//!    event, or a wake marker, makes it ready; nothing is taken outside the lock), else
+//!    on the `settled` condvar. Then the loop starts again. Before waiting on the
+//!    source, `closed` is read again: the pop may have consumed the close's marker. Before waiting on the
+//!    source, `closed` is read again: the pop may have consumed the close's marker.
+//!
+//! Handing out adds 1 to `unacked`. Settling (ack, nack, drop of a handle) subtracts
+//! it and, for a nack, puts the delivery in `retries` (the caller decides, under the
+//! lock, whether it is a retry or a dead letter); then notifies the condvar and, if a
+//! receiver waits on the source, queues a wake marker there. The timer's wake, when a
+//! retry comes due, does the same after passing through the lock.
+//!
+//! # Invariants
+//!
+//! - I1 every delivery is in exactly one of: the source, out (`unacked`), `retries`,
+//!   or settled. The subscriber's accounting identity gains `unacked` beside `queued`
+//!   and `retrying`.
+//! - I2 a handle is settled once (its methods take it by value; its drop settles only
+//!   what they did not), so a delivery is never both acked and redelivered.
+//! - I3 a nack never loses the delivery: it is in `retries` (or a dead letter, or
+//!   counted dropped after the end) before the lock is released.
+//! - I4 `unacked <= max_unacked` whenever the lock is free.
+//! - I5 no lost wake-up. A receiver decides to wait under the lock, and every change
+//!   that lets it go on is made under the lock (a settle, the end) or is followed by
+//!   passing through it (a timer wake: the clock moved first), and is followed by a
+//!   notify or a marker. A condvar waiter releases the lock atomically as it waits. A
+//!   source waiter registers in `source_waiters` before releasing the lock, so a change
+//!   after its release sees it and queues a marker; the marker stays in the source
+//!   until a pop consumes it, so waiting after it was queued returns at once. A
+//!   publish readies the source by itself. A close does not pass through the lock: it
+//!   sets `closed` and then queues a marker unless the flag says one is queued; if a
+//!   pop had just consumed that marker, the pop clears the flag before step 4 reads
+//!   `closed` again (both `SeqCst`), so step 4 sees the close instead of waiting.
+//!
+//! # Orderings
+//!
+//! Everything here is under the one mutex, but for the source's [`SourceFlags`]: the
+//! wake marker's flag and `closed` share one atomic word, so every change to either is
+//! ordered with every other by that word's modification order (coherence), whatever
+//! the memory orderings. A pop that consumes a marker clears the flag with a
+//! read-modify-write; a close sets `closed` and then raises the flag, sending a marker
+//! only if the flag was down. So if the close found the flag up because a pop had just
+//! taken the marker, the pop's clear comes after the close's set in that order, and the
+//! read of `closed` that step 4 makes after the pop sees it.
+
+use std::time::{Instant, SystemTime};
+
+use crate::retries::Retries;
+use crate::sync::{AtomicU8, Condvar, Mutex, Ordering};
+
+/// How long a receive may wait.
+#[derive(Clone, Copy)]
+pub(crate) enum Take {
+    NoWait,
+    Until(Option<Instant>),
+}
+
+/// Where a gate's new deliveries come from: a mailbox that publishes push into.
+pub(crate) trait Source<T> {
+    /// The oldest item, consuming wake markers on the way; `None` if there is none.
+    fn pop(&self) -> Option<T>;
+    fn is_empty(&self) -> bool;
+    /// Nothing more will be pushed. Read before `pop`: "closed, then empty" is final.
+    fn is_closed(&self) -> bool;
+    /// Blocks until an item or a wake marker is queued (without taking it), or the
+    /// deadline passes; `false` once the deadline has passed.
+    fn wait(&self, deadline: Option<Instant>) -> bool;
+    /// Queues a wake marker, unless one is queued already.
+    fn wake(&self);
+}
+
+/// A source's `closed` and wake-marker flags, in one word (see "Orderings").
+pub(crate) struct SourceFlags(AtomicU8);
+
+const CLOSED: u8 = 1;
+const WAKE_QUEUED: u8 = 2;
+
+impl SourceFlags {
+    pub(crate) fn new() -> Self {
+        SourceFlags(AtomicU8::new(0))
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// A marker is queued (or being consumed).
+    pub(crate) fn wake_queued(&self) -> bool {
+        self.0.load(Ordering::Acquire) & WAKE_QUEUED != 0
+    }
+
+    /// Sets `closed`; `true` for the one caller that did, which must then wake.
+    pub(crate) fn close(&self) -> bool {
+        self.0.fetch_or(CLOSED, Ordering::AcqRel) & CLOSED == 0
+    }
+
+    /// Raises the marker flag; `true` if it was down: the caller must queue a marker.
+    pub(crate) fn raise_wake(&self) -> bool {
+        self.0.fetch_or(WAKE_QUEUED, Ordering::AcqRel) & WAKE_QUEUED == 0
+    }
+
+    /// A pop consumed the marker.
+    pub(crate) fn lower_wake(&self) {
+        self.0.fetch_and(!WAKE_QUEUED, Ordering::AcqRel);
+    }
+}
+
+/// Why a gate ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    Unsubscribed,
+    Shutdown,
+}
+
+/// What a gate handed out.
+pub(crate) enum Lease<T> {
+    Item(T),
+    /// Nothing could be handed out in time.
+    Empty,
+    /// Nothing ever will be: the source is closed and drained, no retry waits.
+    Closed,
+}
+
+pub(crate) struct GateState<T> {
+    unacked: usize,
+    pub(crate) retries: Retries<T>,
+    pub(crate) ended: Option<End>,
+    source_waiters: usize,
+}
+
+pub(crate) struct Gate<T> {
+    state: Mutex<GateState<T>>,
+    /// Notified by every settle, the timer and the end.
+    settled: Condvar,
+    max_unacked: usize,
+    hold_at: usize,
+}
+
+impl<T> Gate<T> {
+    /// `hold_at`: how many waiting retries hold the line (1 for ordered retries).
+    pub(crate) fn new(max_unacked: usize, hold_at: usize) -> Self {
+        Gate {
+            state: Mutex::new(GateState {
+                unacked: 0,
+                retries: Retries::new(),
+                ended: None,
+                source_waiters: 0,
+            }),
+            settled: Condvar::new(),
+            max_unacked,
+            hold_at: hold_at.max(1),
+        }
+    }
+
+    /// The next delivery (see the module docs); `now` reads the bus clock.
+    pub(crate) fn take<S: Source<T>>(&self, source: &S, how: Take, now: impl Fn() -> SystemTime) -> Lease<T> {
+        let mut waited_on_source = false;
+        loop {
+            let mut state = self.state.lock();
+            if waited_on_source {
+                state.source_waiters -= 1;
+                waited_on_source = false;
+            }
+            let closed = source.is_closed();
+            let room = state.unacked < self.max_unacked;
+            let held = state.retries.len() >= self.hold_at;
+            if room {
+                // 1. A retry that is due.
+                if !state.retries.is_empty() {
+                    if let Some(item) = state.retries.take_due(now()) {
+                        state.unacked += 1;
+                        return Lease::Item(item);
+                    }
+                }
+                // 2. The source, unless the line is held.
+                if !held {
+                    if let Some(item) = source.pop() {
+                        state.unacked += 1;
+                        return Lease::Item(item);
+                    }
+                }
+            }
+            // 3. Nothing more will ever come.
+            if closed && state.retries.is_empty() && source.is_empty() {
+                return Lease::Closed;
+            }
+            // 4. Wait.
+            let Take::Until(deadline) = how else {
+                return Lease::Empty;
+            };
+            if room && !held {
+                // A close whose marker the pop above consumed is seen now: the pop
+                // cleared the marker's flag before this read (see `mailbox`).
+                if !closed && source.is_closed() {
+                    continue;
+                }
+                state.source_waiters += 1;
+                drop(state);
+                waited_on_source = true;
+                if !source.wait(deadline) {
+                    self.state.lock().source_waiters -= 1;
+                    return Lease::Empty;
+                }
+            } else if self.settled.wait_deadline(state, deadline).is_none() {
+                return Lease::Empty;
+            }
+        }
+    }
+
+    /// Settles one delivery handed out: `settle` runs under the lock (a nack puts the
+    /// delivery in `state.retries`), then waiting receivers are woken.
+    pub(crate) fn settle<S: Source<T>, R>(&self, source: &S, settle: impl FnOnce(&mut GateState<T>) -> R) -> R {
+        let mut state = self.state.lock();
+        debug_assert!(state.unacked > 0, "settled more deliveries than were handed out");
+        state.unacked -= 1;
+        let out = settle(&mut state);
+        self.wake_waiters(source, state);
+        out
+    }
+
+    /// Wakes waiting receivers to look again: a retry came due (the timer).
+    pub(crate) fn wake<S: Source<T>>(&self, source: &S) {
+        let state = self.state.lock();
+        self.wake_waiters(source, state);
+    }
+
+    /// Unsubscribe or shutdown: later nacks cannot redeliver. Returns the retries that
+    /// were waiting, for the caller to count as dropped. Only the first end counts.
+    pub(crate) fn end<S: Source<T>>(&self, source: &S, end: End) -> Vec<T> {
+        let mut state = self.state.lock();
+        state.ended.get_or_insert(end);
+        let retries = state.retries.take_all();
+        self.wake_waiters(source, state);
+        retries
+    }
+
+    /// Deliveries handed out and not yet settled.
+    pub(crate) fn unacked(&self) -> usize {
+        self.state.lock().unacked
+    }
+
+    fn wake_waiters<S: Source<T>>(&self, source: &S, state: crate::sync::MutexGuard<'_, GateState<T>>) {
+        let source_waiters = state.source_waiters;
+        drop(state);
+        self.settled.notify_all();
+        if source_waiters > 0 {
+            source.wake();
+        }
+    }
+}
