@@ -2,7 +2,9 @@
 //! a card that is always declined is dead-lettered after its last attempt and shown by
 //! a dead-letter handler, a client that publishes the same charge twice is told the
 //! second one is a duplicate (by its idempotency key) and is charged once, and the stats
-//! account for every charge.
+//! account for every charge. A receipt mailer on a thread of its own pulls each
+//! successful charge from an ack receiver: a receipt the mail server refuses is nacked
+//! and comes back after a backoff, and is acked once it is sent.
 //!
 //! Run with `cargo run --example payments`.
 
@@ -10,13 +12,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crier::{Backoff, Bus, DeadLetter, DedupWindow, Envelope, Retry};
+use crier::{AckError, Backoff, Bus, DeadLetter, DedupWindow, Envelope, Retry};
 
 #[derive(Debug)]
 struct ChargeRequested {
     order: u32,
     cents: u64,
     card: &'static str,
+}
+
+#[derive(Debug)]
+struct ChargeSucceeded {
+    order: u32,
+    cents: u64,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tries: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
     let ledger: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
     let (gateway_tries, charged) = (tries.clone(), ledger.clone());
+    let events = bus.downgrade();
     let payments = charges
         .subscriber()
         .name("payments")
@@ -69,8 +78,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 env.cents
             );
             charged.lock().unwrap().push((env.order, env.cents));
+            if let Some(bus) = events.upgrade() {
+                bus.publish(ChargeSucceeded {
+                    order: env.order,
+                    cents: env.cents,
+                })
+                .map_err(|e| e.to_string())?;
+            }
             Ok(())
         })?;
+
+    // The receipt mailer pulls successful charges and acks each receipt it sent; a
+    // nacked one comes back after the backoff, as its next attempt. At most 4 are out.
+    let receipts = bus
+        .subscriber::<ChargeSucceeded>()
+        .name("receipt mailer")
+        .at_least_once(
+            Retry::unordered()
+                .max_attempts(3)
+                .backoff(Backoff::fixed(Duration::from_millis(20))),
+        )
+        .max_unacked(4)
+        .ack_receiver()?;
+    let mailer = std::thread::spawn(move || -> Result<_, AckError> {
+        let mut sent = Vec::new();
+        for receipt in receipts.iter() {
+            if receipt.order == 1 && receipt.attempt() == 1 {
+                println!("mailer      order 1 attempt 1: mail server busy, nacked");
+                receipt.nack_with("mail server busy")?;
+                continue;
+            }
+            println!(
+                "mailer      order {} attempt {}: receipt for {} cents sent, acked",
+                receipt.order,
+                receipt.attempt(),
+                receipt.cents
+            );
+            sent.push(receipt.order);
+            receipt.ack();
+            if sent.len() == 2 {
+                break;
+            }
+        }
+        Ok((sent, receipts))
+    });
 
     // A charge that ran out of attempts arrives here as a dead letter.
     let _dead_letters = bus
@@ -117,6 +168,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(charged, [(1, 1_250), (3, 4_000)], "each good order charged once");
     let stats = payments.stats();
     assert_eq!((stats.delivered, stats.dead_lettered, stats.retried), (2, 1, 7));
+    assert!(stats.is_balanced());
+
+    // `wait_idle` does not wait for a receiver's caller: the mailer is joined instead.
+    let (mut sent, receipts) = mailer.join().expect("the mailer thread panicked")?;
+    sent.sort_unstable();
+    assert_eq!(sent, [1, 3], "a receipt for each charge");
+    let stats = receipts.stats();
+    assert_eq!((stats.delivered, stats.retried, stats.unacked), (2, 1, 0));
     assert!(stats.is_balanced());
 
     println!("\n{}", bus.stats());

@@ -239,7 +239,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         }
     }
 
-    pub(crate) fn retry(&self) -> Option<&Retry> {
+    fn retry(&self) -> Option<&Retry> {
         match &self.delivery {
             Delivery::AtMostOnce => None,
             Delivery::AtLeastOnce(retry) => Some(retry),
