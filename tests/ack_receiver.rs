@@ -567,3 +567,30 @@ fn bad_options_are_refused_with_a_reason() {
         Err(SubscribeError::Closed)
     ));
 }
+
+#[test]
+fn a_failing_dead_letter_ack_receiver_never_makes_a_dead_letter_of_a_dead_letter() {
+    let bus = Bus::new();
+    let dead_letters = bus
+        .subscriber::<DeadLetter<u32>>()
+        .at_least_once(Retry::ordered().max_attempts(1))
+        .ack_receiver()
+        .unwrap();
+    let jobs = bus
+        .subscriber::<u32>()
+        .at_least_once(Retry::ordered().max_attempts(1))
+        .ack_receiver()
+        .unwrap();
+    bus.publish(1_u32).unwrap();
+    assert_eq!(jobs.try_recv().unwrap().nack(), Ok(Nack::DeadLettered));
+    let letter = dead_letters.try_recv().unwrap();
+    assert_eq!(**letter.envelope().envelope(), 1);
+    assert_eq!(letter.nack_with("archive down"), Ok(Nack::DeadLettered));
+    let kept = dead_letters.dead_letters();
+    assert_eq!((kept.len(), kept[0].error()), (1, "archive down"));
+    let nested = std::any::type_name::<DeadLetter<DeadLetter<u32>>>();
+    assert!(
+        bus.stats().topic(nested).is_none(),
+        "no topic of dead letters of dead letters"
+    );
+}
