@@ -37,8 +37,9 @@ use crate::timer::Wake;
 /// [`TryRecvError::Empty`]. Under [`Retry::ordered`] a nacked event holds the line:
 /// nothing newer is handed out until it is acked or dead-lettered; under
 /// [`Retry::unordered`] newer events overtake it, until `capacity` events wait for a
-/// retry. So memory stays bounded by the capacity, plus `max_unacked` out, plus the
-/// retries waiting.
+/// retry. So memory stays bounded: at most `capacity` events queued, `max_unacked` out,
+/// and `max_unacked` (ordered) or `capacity + max_unacked` (unordered) waiting for a
+/// retry.
 ///
 /// # Settling after the end
 ///
