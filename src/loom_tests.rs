@@ -11,7 +11,7 @@ use loom::sync::{Arc, Mutex};
 use loom::thread;
 
 use crate::ack::{End, Gate, Lease, Source, SourceFlags, Take};
-use crate::dedup::{Accepted, DedupWindow, KeyHasher};
+use crate::dedup::{Accepted, DedupWindow, IdempotencyKey, KeyHasher};
 use crate::in_flight::InFlight;
 use crate::ring::{Cursor, Read, Ring};
 use crate::schedule::ScheduleState;
@@ -493,6 +493,24 @@ fn loom_dedup_a_refused_publish_never_records_its_key() {
             "{theirs:?}"
         );
         assert_eq!(mine, Published::Accepted(0));
+    });
+}
+
+#[test]
+fn loom_key_hash_raced_by_two_windows_is_the_same_for_both() {
+    // Two windows (two subscribers' threads) hash one event's key at once: each gets
+    // the key's hash, whichever of them stores it, and a later look sees it whole.
+    loom::model(|| {
+        let hasher = Arc::new(KeyHasher::new());
+        let key = Arc::new(*IdempotencyKey::new("pay-7".to_string()));
+        let other = {
+            let (hasher, key) = (hasher.clone(), key.clone());
+            thread::spawn(move || key.hash(&hasher))
+        };
+        let expected = hasher.hash("pay-7");
+        assert_eq!(key.hash(&hasher), expected);
+        assert_eq!(other.join().unwrap(), expected);
+        assert_eq!(key.hash(&hasher), expected);
     });
 }
 

@@ -51,7 +51,7 @@ use std::time::{Duration, SystemTime};
 use crate::bus::BusShared;
 use crate::context;
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
-use crate::dedup::{DedupWindow, KeyHash, KeyHasher, Seen};
+use crate::dedup::{DedupWindow, KeyHash, KeyHasher};
 use crate::delivery::{Delivery, Retry, RetryOrder};
 use crate::dispatch::{self, Executor, Runnable, Runtime, Step};
 use crate::envelope::Envelope;
@@ -62,6 +62,7 @@ use crate::message::Draft;
 use crate::policy::{Dispatch, DropReason, Overflow};
 use crate::retries::Retries;
 use crate::schedule::ScheduleState;
+use crate::seen::Seen;
 use crate::stats::{Consumer, Counters, SubscriberId, SubscriberStats};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, Weak};
 use crate::timer::Wake;
@@ -79,7 +80,8 @@ enum Attempt {
     Duplicate,
 }
 
-/// An idempotency key and the start of the attempt that carries it.
+/// An idempotency key and the publish time of the event that carries it (its stamp in
+/// the window once it succeeds).
 pub(crate) type KeyStamp = (KeyHash, SystemTime);
 
 /// What a dedup window says about an event, before its attempt.
@@ -454,17 +456,18 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             Some(key_of) => key_of(env, &self.runtime.key_hasher),
             None => env.key_hash(&self.runtime.key_hasher),
         };
-        let now = self.runtime.timer.now();
-        if key.is_some_and(|key| seen.get(key, now).is_some()) {
+        // Event time (see `dedup`): no clock read per delivery.
+        let published = env.published_at();
+        if key.is_some_and(|key| seen.get(key, published).is_some()) {
             return Screened::Duplicate;
         }
-        Screened::Fresh(key.map(|key| (key, now)))
+        Screened::Fresh(key.map(|key| (key, published)))
     }
 
     /// Remembers the key of an attempt that succeeded (only then: a failed attempt's
-    /// retry must run), aged from the attempt's start: one clock read per event.
-    fn remember(&self, seen: &mut Seen, (key, started): KeyStamp) {
-        seen.insert(key, started, ());
+    /// retry must run), stamped with its event's publish time.
+    fn remember(&self, seen: &mut Seen, (key, published): KeyStamp) {
+        seen.insert(key, published, ());
         self.counters.dedup_keys.store(seen.len() as u64, Ordering::Relaxed);
         self.counters.dedup_evicted.store(seen.evicted, Ordering::Relaxed);
     }

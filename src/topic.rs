@@ -51,7 +51,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::broadcast::{Reader, Readers, RingSubscriber, Seat};
 use crate::bus::BusShared;
 use crate::context;
-use crate::dedup::{Accepted, DedupWindow, KeyHash, Seen};
+use crate::dedup::{Accepted, DedupWindow, KeyHash};
 use crate::dispatch::{self, Runtime};
 use crate::envelope::{Envelope, EventId, Metadata, Shared};
 use crate::error::{Failure, PublishError, SubscribeError, TopicError};
@@ -59,6 +59,7 @@ use crate::message::{Draft, Message};
 use crate::policy::{DropReason, Overflow};
 use crate::receiver::Receiver;
 use crate::registry::TopicName;
+use crate::seen::Seen;
 use crate::stats::{Counters, TopicStats};
 use crate::subscribe::{HandlerResult, SubscriberBuilder};
 use crate::subscriber::{Admission, Parts, Subscriber};
@@ -750,7 +751,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
     /// - The window's bounds: a key is forgotten once it is `max_age` old on the bus
     ///   [`Clock`] (a publish at exactly `max_age` is accepted again), or when
     ///   `capacity` newer keys pushed it out (counted in
-    ///   [`TopicStats::dedup_evicted`](crate::TopicStats::dedup_evicted)). Budget 200
+    ///   [`TopicStats::dedup_evicted`](crate::TopicStats::dedup_evicted)). Budget 100
     ///   bytes per key of capacity, whatever the keys' length (see [`DedupWindow`]).
     ///   Aged keys are purged by keyed publishes and by [`Bus::stats`](crate::Bus::stats).
     /// - Publishes without a key are never deduplicated.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crier::testing::ManualClock;
-use crier::{Bus, DedupWindow, Envelope, Retry, SubscribeError};
+use crier::{Backoff, Bus, DedupWindow, Envelope, Retry, SubscribeError, Subscription};
 use proptest::prelude::*;
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -80,6 +80,82 @@ fn the_window_holds_at_most_its_capacity_and_forgets_the_oldest() {
     bus.message(0_u32).idempotency_key("99999").publish().unwrap(); // still remembered
     let stats = sub.stats();
     assert_eq!((stats.delivered, stats.deduplicated), (100_001, 1));
+}
+
+/// A pool bus on a manual clock with one at-least-once subscriber (one retry after
+/// `backoff`, a 2 s window): event 1's first attempt fails; every success is logged.
+fn event_1_fails_once(retry: Retry, backoff: Duration) -> (ManualClock, Bus, Subscription, Arc<Mutex<Vec<u32>>>) {
+    let clock = ManualClock::new();
+    let bus = Bus::builder().workers(1).clock(clock.clone()).build().unwrap();
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let log = handled.clone();
+    let sub = bus
+        .subscriber::<u32>()
+        .at_least_once(retry.max_attempts(2).backoff(Backoff::fixed(backoff)))
+        .dedup(DedupWindow::new(100, Duration::from_secs(2)))
+        .subscribe(move |env: &Envelope<u32>| -> Result<(), &'static str> {
+            if **env == 1 && env.attempt() == 1 {
+                return Err("first attempt fails");
+            }
+            log.lock().unwrap().push(**env);
+            Ok(())
+        })
+        .unwrap();
+    (clock, bus, sub, handled)
+}
+
+/// Ages run in event time: a key is stamped with the publish time of the event that
+/// succeeded, not the time of the attempt that succeeded. An event retried for 1 s
+/// before it succeeded is forgotten 2 s after its publish, not 2 s after its success.
+#[test]
+fn a_key_ages_from_the_publish_of_the_event_that_succeeded() {
+    let (clock, bus, sub, handled) = event_1_fails_once(Retry::ordered(), Duration::from_secs(1));
+    let settle = || bus.wait_idle(Duration::from_secs(5)).unwrap();
+    let publish = |n: u32| bus.message(n).idempotency_key("k").publish().unwrap();
+    publish(1);
+    settle();
+    clock.advance(Duration::from_secs(1));
+    settle();
+    assert_eq!(*handled.lock().unwrap(), [1], "succeeded at 1 s, on its second attempt");
+    publish(2);
+    settle();
+    clock.advance(Duration::from_secs(1));
+    publish(3);
+    settle();
+    assert_eq!(
+        *handled.lock().unwrap(),
+        [1, 3],
+        "2 (1 s after 1's publish) skipped; 3 (2 s after) not"
+    );
+    let stats = sub.stats();
+    assert_eq!((stats.delivered, stats.deduplicated, stats.retried), (2, 1, 1));
+    assert!(stats.is_balanced(), "{stats:?}");
+}
+
+/// Event time the other way: a retry is screened by its own (early) publish time, so
+/// a retry that runs long after a duplicate of it succeeded is still skipped.
+#[test]
+fn a_late_retry_of_an_event_whose_duplicate_succeeded_is_skipped_however_late() {
+    let (clock, bus, sub, handled) = event_1_fails_once(Retry::unordered(), Duration::from_secs(10));
+    let settle = || bus.wait_idle(Duration::from_secs(5)).unwrap();
+    bus.message(1_u32).idempotency_key("k").publish().unwrap();
+    settle();
+    clock.advance(MS(500));
+    bus.message(2_u32).idempotency_key("k").publish().unwrap();
+    settle();
+    clock.advance(Duration::from_secs(10));
+    settle();
+    assert_eq!(
+        *handled.lock().unwrap(),
+        [2],
+        "1's retry at 10 s: published before 2, so skipped"
+    );
+    let stats = sub.stats();
+    assert_eq!(
+        (stats.delivered, stats.deduplicated, stats.retried, stats.retrying),
+        (1, 1, 1, 0)
+    );
+    assert!(stats.is_balanced(), "{stats:?}");
 }
 
 /// G4: an idle subscriber's window forgets aged keys when its stats are read, with no

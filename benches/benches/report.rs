@@ -75,7 +75,8 @@ fn b1(settings: &Settings) {
         pull::RECEIVERS,
         settings.pull_events
     );
-    let (crier, peers) = compare(settings, settings.pull_events, pull::CRIER, &pull::PEERS);
+    let contenders: Vec<Contender> = pull::PEERS.into_iter().chain([pull::CRIER_AT_LEAST_ONCE]).collect();
+    let (crier, peers) = compare(settings, settings.pull_events, pull::CRIER, &contenders);
     // Targets: 0.9× the floor's speed; ahead of tokio and async-broadcast; level with bus.
     let targets = [1.0 / 0.9, 1.0, 1.0, 1.0];
     for ((peer, times), target) in pull::PEERS.iter().zip(&peers).zip(targets) {
@@ -85,7 +86,17 @@ fn b1(settings: &Settings) {
             Some(target),
         );
     }
+    let at_least_once = &peers[pull::PEERS.len()];
+    row(
+        "at-least-once + dedup vs at-most-once",
+        Spread::of_ratios(at_least_once, &crier),
+        Some(1.5),
+    );
     println!("  crier: {} ns per event", Spread::of(&crier).show(0));
+    println!(
+        "  crier at-least-once + dedup (ack receivers): {} ns per event",
+        Spread::of(at_least_once).show(0)
+    );
 }
 
 fn b2(settings: &Settings) {

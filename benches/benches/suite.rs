@@ -24,7 +24,10 @@ fn group(c: &mut Criterion, name: &str, events: u64, contenders: &[Contender]) {
 }
 
 fn b1_pull(c: &mut Criterion) {
-    let contenders: Vec<Contender> = std::iter::once(pull::CRIER).chain(pull::PEERS).collect();
+    let contenders: Vec<Contender> = [pull::CRIER, pull::CRIER_AT_LEAST_ONCE]
+        .into_iter()
+        .chain(pull::PEERS)
+        .collect();
     group(c, "B1 pull fan-out 1-4", 100_000, &contenders);
 }
 

@@ -20,7 +20,10 @@ fn main() {
     };
     let events: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200_000);
     let contenders: Vec<Contender> = match scenario {
-        "pull" => std::iter::once(pull::CRIER).chain(pull::PEERS).collect(),
+        "pull" => [pull::CRIER, pull::CRIER_AT_LEAST_ONCE]
+            .into_iter()
+            .chain(pull::PEERS)
+            .collect(),
         "push" => [push::CRIER, push::CRIER_AT_LEAST_ONCE]
             .into_iter()
             .chain(push::PEERS)

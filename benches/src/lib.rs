@@ -115,6 +115,33 @@ pub mod pull {
         start.elapsed()
     }
 
+    /// The same workload on ack receivers, at-least-once with a dedup window each, every
+    /// event published with an idempotency key and acked once read (compared with
+    /// [`crier`]).
+    pub const CRIER_AT_LEAST_ONCE: Contender = Contender {
+        name: "crier at-least-once + dedup",
+        run: crier_at_least_once,
+    };
+
+    pub fn crier_at_least_once(events: u64) -> Duration {
+        let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
+        let receivers: Vec<_> = (0..RECEIVERS)
+            .map(|_| options(bus.subscriber(), true).ack_receiver().expect("bus is open"))
+            .collect();
+        let start = Instant::now();
+        let readers = drain_on_threads(receivers, events, |rx| {
+            let delivery = rx.recv().expect("lossless");
+            let byte = delivery.0[0];
+            delivery.ack();
+            byte
+        });
+        for n in 0..events {
+            publish(&bus, n, true).expect("lossless");
+        }
+        join(readers);
+        start.elapsed()
+    }
+
     /// The floor: one bounded crossbeam channel of `Arc<Payload>` per receiver.
     pub fn crossbeam(events: u64) -> Duration {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..RECEIVERS)

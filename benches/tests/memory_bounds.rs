@@ -21,8 +21,8 @@ static MEASURING: Mutex<()> = Mutex::new(());
 const MIB: isize = 1 << 20;
 
 /// The documented most bytes per key of a window's capacity, at the peak: while its
-/// hash table grows it holds the old and the new table at once (see `src/dedup.rs`).
-const BYTES_PER_KEY: isize = 200;
+/// store grows it holds the old and the new ring at once (see `src/seen.rs`).
+const BYTES_PER_KEY: isize = 100;
 
 /// G3 on a topic: capacity 100,000, a million distinct keys. The window never holds
 /// more than 100,000 keys (sampled every 10,000 publishes), evicts 900,000, and the

@@ -1,0 +1,506 @@
+//! A dedup window's store: the keys seen recently, by hash, bounded by count and by
+//! age (see `dedup` for what the windows promise, and who keeps one under which lock).
+//!
+//! # Design
+//!
+//! Two arrays, both flat, so a look-up touches one line of the index and, on a tag
+//! match, one entry of the ring, and an eviction touches the ring's front (read in
+//! order, so the hardware prefetches it) and one line of the index:
+//!
+//! - **The ring** holds the entries (hash, expiry, value) in insertion order, a circular
+//!   buffer of at most `capacity` entries. An entry stays at its position until it is
+//!   popped from the front, so the index can name it by position. The ring grows by
+//!   doubling up to `capacity` (an empty window costs nothing) and is rebuilt when the
+//!   window shrinks; either way the index is rebuilt with it.
+//! - **The index** is an open-addressing table of 8-byte buckets: the low 32 bits of the
+//!   hash's first word (the *tag*, whose low bits are the bucket the key belongs in)
+//!   and the entry's ring position plus one (0: empty). Linear probing; a removal
+//!   shifts the rest of its cluster back instead of leaving a tombstone, so the table
+//!   never fills with dead buckets and never needs a rehash. Its size is a power of two
+//!   above twice the ring's, so it is at most half full (an absent key probes about
+//!   2.5 buckets, a present one 1.5) and never full.
+//!
+//! # Invariants
+//!
+//! - S1: every entry of the ring is named by exactly one bucket, and every non-empty
+//!   bucket names an entry of the ring (both change together: `push`, `pop_front`,
+//!   `resize`).
+//! - S2: a bucket sits in the cluster that starts at its home bucket (`tag & mask`):
+//!   every bucket between its home and itself is non-empty. Probing stops at the first
+//!   empty bucket, so S2 is what makes a look-up find its key; the back-shift keeps it.
+//! - S3: a key has at most one entry.
+//!
+//! An entry keeps when it expires (its stamp plus `max_age`, computed once, at insert),
+//! so a look-up compares two times and converts none. Entries are *not* in expiry
+//! order (an event retried late is remembered late with its early stamp): the front
+//! is only the oldest inserted. So a look-up checks the entry's own expiry, and the
+//! purge pops from the front while the front has expired.
+
+use std::time::SystemTime;
+
+use crate::dedup::{DedupWindow, KeyHash};
+
+#[derive(Clone, Copy)]
+struct Entry<V> {
+    key: KeyHash,
+    /// Its stamp plus `max_age`; `None`: past the end of `SystemTime`, so never.
+    expires: Option<SystemTime>,
+    value: V,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    /// The low 32 bits of the key's first word.
+    tag: u32,
+    /// The entry's position in the ring, plus one; 0: empty.
+    slot: u32,
+}
+
+/// The keys seen recently, by hash, each with a stamp and a value (a topic keeps the
+/// `seq` the key was accepted at; a subscriber keeps nothing).
+pub(crate) struct Seen<V: Copy = ()> {
+    window: DedupWindow,
+    /// The entries in insertion order: `len` of them from `head`, wrapping.
+    ring: Vec<Entry<V>>,
+    head: usize,
+    len: usize,
+    index: Vec<Bucket>,
+    /// Entries evicted to keep within `capacity` (not those that aged out).
+    pub(crate) evicted: u64,
+}
+
+impl<V: Copy> Seen<V> {
+    pub(crate) fn new(window: DedupWindow) -> Seen<V> {
+        Seen {
+            window,
+            ring: Vec::new(),
+            head: 0,
+            len: 0,
+            index: Vec::new(),
+            evicted: 0,
+        }
+    }
+
+    pub(crate) fn window(&self) -> DedupWindow {
+        self.window
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The value kept with `key`, if it was stamped less than `max_age` before `now`
+    /// (or after it).
+    pub(crate) fn get(&mut self, key: KeyHash, now: SystemTime) -> Option<V> {
+        self.purge(now);
+        let entry = &self.ring[self.find(key)?.1];
+        is_fresh(entry, now).then_some(entry.value)
+    }
+
+    /// Remembers `key` (and `value`) stamped `at`. A key already remembered keeps its
+    /// first stamp and value, unless it aged out by `at`: then it takes the new ones (and
+    /// keeps its place in the ring).
+    pub(crate) fn insert(&mut self, key: KeyHash, at: SystemTime, value: V) {
+        self.purge(at);
+        let expires = at.checked_add(self.window.max_age());
+        if let Some((_, position)) = self.find(key) {
+            if !is_fresh(&self.ring[position], at) {
+                self.ring[position] = Entry { key, expires, value };
+            }
+            return;
+        }
+        if self.len == self.window.capacity() {
+            self.pop_front();
+            self.evicted += 1;
+        }
+        let entry = Entry { key, expires, value };
+        if self.len == self.ring.len() {
+            let grown = (self.ring.len() * 2).max(8).min(self.window.capacity());
+            self.resize(grown, entry);
+        }
+        self.push(entry);
+    }
+
+    /// Forgets the keys stamped `max_age` or more before `now` from the front (see the
+    /// module docs: others that aged out linger until they reach it, and are ignored).
+    pub(crate) fn purge(&mut self, now: SystemTime) {
+        while self.len > 0 && !is_fresh(&self.ring[self.head], now) {
+            self.pop_front();
+        }
+    }
+
+    /// Applies new bounds: keeps the entries that fit, evicting the oldest, and gives
+    /// back the memory a smaller capacity no longer needs.
+    pub(crate) fn set_window(&mut self, window: DedupWindow, now: SystemTime) {
+        let old = std::mem::replace(&mut self.window, window);
+        if window.max_age() != old.max_age() {
+            for entry in &mut self.ring {
+                // `None` stays `None`: the stamp is lost, and was near the end of time.
+                entry.expires = entry
+                    .expires
+                    .and_then(|expires| expires.checked_sub(old.max_age()))
+                    .and_then(|at| at.checked_add(window.max_age()));
+            }
+        }
+        self.purge(now);
+        while self.len > window.capacity() {
+            self.pop_front();
+            self.evicted += 1;
+        }
+        if self.ring.len() > window.capacity() {
+            match self.ring.get(self.head) {
+                Some(&front) if self.len > 0 => self.resize(window.capacity(), front),
+                _ => {
+                    *self = Seen {
+                        evicted: self.evicted,
+                        ..Seen::new(window)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `position` (below twice the ring's size) as a position in the ring: a compare,
+    /// not a division, since the size need not be a power of two.
+    fn wrap(&self, position: usize) -> usize {
+        match position >= self.ring.len() {
+            true => position - self.ring.len(),
+            false => position,
+        }
+    }
+
+    fn mask(&self) -> usize {
+        self.index.len() - 1
+    }
+
+    fn home(&self, tag: u32) -> usize {
+        tag as usize & self.mask()
+    }
+
+    /// The bucket and ring position of `key`'s entry.
+    fn find(&self, key: KeyHash) -> Option<(usize, usize)> {
+        if self.len == 0 {
+            return None;
+        }
+        let tag = key.0 as u32;
+        let mut at = self.home(tag);
+        loop {
+            let bucket = self.index[at];
+            if bucket.slot == 0 {
+                return None;
+            }
+            let position = bucket.slot as usize - 1;
+            if bucket.tag == tag && self.ring[position].key == key {
+                return Some((at, position));
+            }
+            at = (at + 1) & self.mask();
+        }
+    }
+
+    /// Appends `entry` (not in the index yet; the ring has room).
+    fn push(&mut self, entry: Entry<V>) {
+        let position = self.wrap(self.head + self.len);
+        self.ring[position] = entry;
+        self.len += 1;
+        self.index_entry(entry.key, position);
+    }
+
+    fn index_entry(&mut self, key: KeyHash, position: usize) {
+        let tag = key.0 as u32;
+        let mut at = self.home(tag);
+        while self.index[at].slot != 0 {
+            at = (at + 1) & self.mask();
+        }
+        // Ring positions fit: `DedupWindow::check` caps the capacity below `u32::MAX`.
+        self.index[at] = Bucket {
+            tag,
+            slot: position as u32 + 1,
+        };
+    }
+
+    fn pop_front(&mut self) {
+        let tag = self.ring[self.head].key.0 as u32;
+        let slot = self.head as u32 + 1;
+        let mut at = self.home(tag);
+        // S1: the front's bucket exists, and S2: it is in the cluster from its home.
+        while self.index[at].slot != slot {
+            at = (at + 1) & self.mask();
+        }
+        self.remove_bucket(at);
+        self.head = self.wrap(self.head + 1);
+        self.len -= 1;
+    }
+
+    /// Empties bucket `hole`, shifting back the buckets after it in its cluster that may
+    /// move (those whose home is not between the hole and themselves), so S2 holds.
+    fn remove_bucket(&mut self, mut hole: usize) {
+        let mask = self.mask();
+        let mut next = hole;
+        loop {
+            next = (next + 1) & mask;
+            let bucket = self.index[next];
+            if bucket.slot == 0 {
+                break;
+            }
+            // Distances from the bucket's home: if the hole is no farther from it
+            // than the bucket itself, the bucket may move into the hole.
+            let home = self.home(bucket.tag);
+            if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
+                self.index[hole] = bucket;
+                hole = next;
+            }
+        }
+        self.index[hole] = Bucket::default();
+    }
+
+    /// Moves the entries, oldest first, into a ring of `size` (at least `len`, and
+    /// above 0), and rebuilds the index for it. Positions past `len` hold copies of
+    /// `filler` until a push overwrites them.
+    fn resize(&mut self, size: usize, filler: Entry<V>) {
+        let mut ring = Vec::with_capacity(size);
+        ring.extend((0..self.len).map(|i| self.ring[self.wrap(self.head + i)]));
+        ring.resize(size, filler);
+        self.ring = ring;
+        self.head = 0;
+        // At least one bucket more than entries, so probing always meets an empty one.
+        let buckets = (2 * size + 1).next_power_of_two();
+        self.index = vec![Bucket::default(); buckets];
+        for position in 0..self.len {
+            self.index_entry(self.ring[position].key, position);
+        }
+    }
+}
+
+fn is_fresh<V>(entry: &Entry<V>, now: SystemTime) -> bool {
+    entry.expires.map_or(true, |expires| now < expires)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::KeyHasher;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    const MS: u64 = 1_000_000;
+
+    /// `nanos` after the epoch.
+    fn at(nanos: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+    }
+
+    fn window(capacity: usize, max_age_ms: u64) -> DedupWindow {
+        DedupWindow::new(capacity, Duration::from_millis(max_age_ms))
+    }
+
+    #[test]
+    fn a_key_is_remembered_for_less_than_max_age() {
+        let mut seen = Seen::new(window(10, 100));
+        let k = KeyHasher::new().hash("order-1");
+        seen.insert(k, at(0), 7_u64);
+        assert_eq!(seen.get(k, at(99 * MS)), Some(7));
+        assert_eq!(seen.get(k, at(100 * MS)), None, "forgotten at exactly max_age");
+        assert_eq!(seen.len(), 0);
+    }
+
+    #[test]
+    fn a_key_stamped_after_now_is_fresh() {
+        let mut seen: Seen = Seen::new(window(10, 100));
+        seen.insert(KeyHash(1, 1), at(500 * MS), ());
+        assert!(
+            seen.get(KeyHash(1, 1), at(0)).is_some(),
+            "an event published before the one remembered"
+        );
+    }
+
+    #[test]
+    fn the_oldest_key_goes_when_the_window_is_full() {
+        let mut seen: Seen = Seen::new(window(3, 60_000));
+        let hasher = KeyHasher::new();
+        let keys: Vec<KeyHash> = (0..5).map(|n| hasher.hash(&format!("k{n}"))).collect();
+        for &k in &keys {
+            seen.insert(k, at(0), ());
+        }
+        assert_eq!((seen.len(), seen.evicted), (3, 2));
+        assert!(seen.get(keys[1], at(0)).is_none());
+        assert!(seen.get(keys[2], at(0)).is_some());
+    }
+
+    #[test]
+    fn a_key_inserted_again_keeps_its_first_stamp_until_it_ages_out() {
+        let mut seen = Seen::new(window(3, 100));
+        seen.insert(KeyHash(1, 1), at(0), 10_u64);
+        seen.insert(KeyHash(1, 1), at(50 * MS), 20_u64);
+        assert_eq!((seen.len(), seen.get(KeyHash(1, 1), at(99 * MS))), (1, Some(10)));
+        assert_eq!(
+            seen.get(KeyHash(1, 1), at(100 * MS)),
+            None,
+            "aged from the first insert"
+        );
+    }
+
+    #[test]
+    fn an_aged_out_key_behind_a_fresh_front_is_ignored_and_renewed_in_place() {
+        let mut seen = Seen::new(window(3, 100));
+        seen.insert(KeyHash(1, 1), at(100 * MS), 1_u64);
+        seen.insert(KeyHash(2, 2), at(0), 2);
+        assert_eq!(
+            seen.get(KeyHash(2, 2), at(150 * MS)),
+            None,
+            "aged out, though not purged"
+        );
+        assert_eq!(seen.len(), 2);
+        seen.insert(KeyHash(2, 2), at(150 * MS), 22);
+        assert_eq!((seen.len(), seen.get(KeyHash(2, 2), at(150 * MS))), (2, Some(22)));
+    }
+
+    #[test]
+    fn a_smaller_window_evicts_the_oldest_at_once_and_shrinks() {
+        let mut seen: Seen = Seen::new(window(50, 60_000));
+        for k in 0..50 {
+            seen.insert(KeyHash(k, k), at(0), ());
+        }
+        seen.set_window(window(2, 60_000), at(0));
+        assert_eq!((seen.len(), seen.evicted, seen.ring.len()), (2, 48, 2));
+        assert!(seen.get(KeyHash(49, 49), at(0)).is_some() && seen.get(KeyHash(47, 47), at(0)).is_none());
+        seen.set_window(window(2, 10), at(10 * MS));
+        assert_eq!(seen.len(), 0, "a shorter max_age purges at once");
+    }
+
+    #[test]
+    fn keys_of_any_size_cost_one_entry() {
+        let mut seen: Seen = Seen::new(window(2, 60_000));
+        let hasher = KeyHasher::new();
+        let big = "x".repeat(1 << 20);
+        seen.insert(hasher.hash(&big), at(0), ());
+        assert!(seen.get(hasher.hash(&big), at(MS)).is_some());
+        assert!(seen.get(hasher.hash(""), at(MS)).is_none());
+    }
+
+    #[test]
+    fn a_million_distinct_keys_never_hold_more_than_the_capacity() {
+        let mut seen: Seen = Seen::new(window(1_000, 3_600_000));
+        let hasher = KeyHasher::new();
+        for n in 0..1_000_000_u64 {
+            let key = hasher.hash(&n);
+            assert!(seen.get(key, at(n * 1000)).is_none());
+            seen.insert(key, at(n * 1000), ());
+            assert!(seen.len() <= 1_000 && seen.ring.len() <= 1_000);
+        }
+        assert_eq!(seen.evicted, 999_000);
+    }
+
+    #[test]
+    fn a_key_whose_expiry_is_past_the_end_of_time_never_expires() {
+        let mut seen: Seen = Seen::new(DedupWindow::new(2, Duration::MAX));
+        seen.insert(KeyHash(1, 1), at(5), ());
+        assert!(seen.get(KeyHash(1, 1), at(u64::MAX)).is_some(), "no overflow");
+        seen.set_window(DedupWindow::new(2, Duration::from_nanos(10)), at(6));
+        assert!(
+            seen.get(KeyHash(1, 1), at(6)).is_some(),
+            "its stamp is lost: still never"
+        );
+        seen.insert(KeyHash(2, 2), at(5), ());
+        seen.set_window(DedupWindow::new(2, Duration::from_nanos(20)), at(6));
+        assert!(
+            seen.get(KeyHash(2, 2), at(24)).is_some() && seen.get(KeyHash(2, 2), at(25)).is_none(),
+            "a new max_age applies to the keys held"
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert { key: u8, at: u64 },
+        Get { key: u8, now: u64 },
+        Purge(u64),
+        Resize { capacity: usize, max_age: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0_u8..24, 0_u64..50).prop_map(|(key, at)| Op::Insert { key, at }),
+            3 => (0_u8..24, 0_u64..50).prop_map(|(key, now)| Op::Get { key, now }),
+            1 => (0_u64..50).prop_map(Op::Purge),
+            1 => (1_usize..20, 1_u64..30).prop_map(|(capacity, max_age)| Op::Resize { capacity, max_age }),
+        ]
+    }
+
+    /// A key whose tag puts many keys in a few home buckets, at both ends of the index,
+    /// so clusters form, wrap around and are shifted back.
+    fn clustered(key: u8) -> KeyHash {
+        let home = match key % 2 {
+            0 => u32::from(key % 3),
+            _ => u32::MAX - u32::from(key % 3),
+        };
+        KeyHash(u64::from(home) | (u64::from(key) << 40), u64::from(key))
+    }
+
+    proptest! {
+        /// Against a naive model (entries in insertion order, each with its stamp):
+        /// look-ups agree, the window never holds more than its capacity, and the index
+        /// names exactly the ring's entries (S1) and finds each one (S2).
+        #[test]
+        fn the_window_matches_a_naive_model(
+            capacity in 1_usize..20,
+            max_age in 1_u64..30,
+            ops in prop::collection::vec(op(), 1..300),
+        ) {
+            let mut seen = Seen::new(DedupWindow::new(capacity, Duration::from_nanos(max_age)));
+            let (mut capacity, mut max_age) = (capacity, max_age);
+            let mut model: std::collections::VecDeque<(u8, u64, u64)> = Default::default();
+            let mut value = 0_u64;
+            let purge = |model: &mut std::collections::VecDeque<(u8, u64, u64)>, now: u64, max_age: u64| {
+                while model.front().is_some_and(|&(_, at, _)| now >= at + max_age) {
+                    model.pop_front();
+                }
+            };
+            for op in ops {
+                match op {
+                    Op::Insert { key, at } => {
+                        value += 1;
+                        purge(&mut model, at, max_age);
+                        match model.iter_mut().find(|(k, _, _)| *k == key) {
+                            Some(entry) if at >= entry.1 + max_age => *entry = (key, at, value),
+                            Some(_) => {}
+                            None => {
+                                if model.len() == capacity {
+                                    model.pop_front();
+                                }
+                                model.push_back((key, at, value));
+                            }
+                        }
+                        seen.insert(clustered(key), self::at(at), value);
+                    }
+                    Op::Get { key, now } => {
+                        purge(&mut model, now, max_age);
+                        let expected = model
+                            .iter()
+                            .find(|&&(k, at, _)| k == key && now < at + max_age)
+                            .map(|&(_, _, v)| v);
+                        prop_assert_eq!(seen.get(clustered(key), self::at(now)), expected);
+                    }
+                    Op::Purge(now) => {
+                        purge(&mut model, now, max_age);
+                        seen.purge(self::at(now));
+                    }
+                    Op::Resize { capacity: c, max_age: m } => {
+                        (capacity, max_age) = (c, m);
+                        purge(&mut model, 0, max_age);
+                        while model.len() > capacity {
+                            model.pop_front();
+                        }
+                        seen.set_window(DedupWindow::new(c, Duration::from_nanos(m)), self::at(0));
+                    }
+                }
+                prop_assert_eq!(seen.len(), model.len());
+                prop_assert!(seen.len() <= capacity && seen.ring.len() <= capacity.max(seen.len()));
+                let named = seen.index.iter().filter(|b| b.slot != 0).count();
+                prop_assert_eq!(named, seen.len(), "S1: one bucket per entry");
+                for (i, &(key, _, _)) in model.iter().enumerate() {
+                    let (_, position) = seen.find(clustered(key)).expect("S2: every entry is found");
+                    prop_assert_eq!(position, (seen.head + i) % seen.ring.len(), "in insertion order");
+                }
+            }
+        }
+    }
+}
