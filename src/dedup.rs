@@ -203,13 +203,12 @@ impl Accepted {
     /// Step 3 of the publish protocol (see `topic`), under the commit lock once the
     /// publish can no longer be refused: `Err(original seq)` if `key` was accepted
     /// within the window, otherwise records it as accepted at `seq`. One call, so the
-    /// look-up and the record share one hold of the lock.
+    /// look-up and the record share one hold of the lock (and one probe).
     pub(crate) fn admit(&mut self, key: KeyHash, now: SystemTime, seq: u64) -> Result<(), u64> {
-        if let Some(original) = self.get(key, now) {
-            return Err(original);
+        match self.insert(key, now, seq) {
+            Some(original) => Err(original),
+            None => Ok(()),
         }
-        self.insert(key, now, seq);
-        Ok(())
     }
 }
 

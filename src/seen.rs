@@ -98,16 +98,18 @@ impl<V: Copy> Seen<V> {
     }
 
     /// Remembers `key` (and `value`) stamped `at`. A key already remembered keeps its
-    /// first stamp and value, unless it aged out by `at`: then it takes the new ones (and
-    /// keeps its place in the ring).
-    pub(crate) fn insert(&mut self, key: KeyHash, at: SystemTime, value: V) {
+    /// first stamp and value, returned, unless it aged out by `at`: then it takes the new
+    /// ones (and keeps its place in the ring). So a look-up and an insert are one probe.
+    pub(crate) fn insert(&mut self, key: KeyHash, at: SystemTime, value: V) -> Option<V> {
         self.purge(at);
         let expires = at.checked_add(self.window.max_age());
         if let Some((_, position)) = self.find(key) {
-            if !is_fresh(&self.ring[position], at) {
-                self.ring[position] = Entry { key, expires, value };
+            let kept = self.ring[position];
+            if is_fresh(&kept, at) {
+                return Some(kept.value);
             }
-            return;
+            self.ring[position] = Entry { key, expires, value };
+            return None;
         }
         if self.len == self.window.capacity() {
             self.pop_front();
@@ -119,6 +121,7 @@ impl<V: Copy> Seen<V> {
             self.resize(grown, entry);
         }
         self.push(entry);
+        None
     }
 
     /// Forgets the keys stamped `max_age` or more before `now` from the front (see the
