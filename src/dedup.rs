@@ -25,7 +25,9 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+pub(crate) use crate::stamp::{nanos, Stamp};
 
 use crate::seen::Seen;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
@@ -60,8 +62,8 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 31;
 ///
 /// A key costs the same whatever its length: the window keeps a keyed 128-bit hash of
 /// it. Measured with a counting allocator, a full window of 100,000 keys after a
-/// million distinct keys holds 5.3 MB in a subscriber (53 bytes per key) and 6.1 MB in
-/// a topic (61 bytes per key, with the `seq` of each), peaking at 6.3 MB and 7.7 MB
+/// million distinct keys holds 4.5 MB in a subscriber (45 bytes per key) and 5.3 MB in
+/// a topic (53 bytes per key, with the `seq` of each), peaking at 6.6 MB and 7.4 MB
 /// while its store grows: budget 100 bytes per key of capacity
 /// (`benches/tests/memory_bounds.rs` pins that bound). An empty window costs next to
 /// nothing; it grows with the keys it holds, and gives memory back when
@@ -204,7 +206,7 @@ impl Accepted {
     /// publish can no longer be refused: `Err(original seq)` if `key` was accepted
     /// within the window, otherwise records it as accepted at `seq`. One call, so the
     /// look-up and the record share one hold of the lock (and one probe).
-    pub(crate) fn admit(&mut self, key: KeyHash, now: SystemTime, seq: u64) -> Result<(), u64> {
+    pub(crate) fn admit(&mut self, key: KeyHash, now: Stamp, seq: u64) -> Result<(), u64> {
         match self.insert(key, now, seq) {
             Some(original) => Err(original),
             None => Ok(()),
@@ -220,7 +222,7 @@ mod tests {
     fn a_topic_admits_a_key_once_within_the_window_and_keeps_its_seq() {
         let mut accepted = Accepted::new(DedupWindow::new(10, Duration::from_millis(100)));
         let key = KeyHasher::new().hash("order-1");
-        let at = |ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        let at = |ms: i64| Stamp(ms * 1_000_000);
         assert_eq!(accepted.admit(key, at(0), 7), Ok(()));
         assert_eq!(accepted.admit(key, at(99), 8), Err(7));
         assert_eq!(accepted.admit(key, at(100), 9), Ok(()), "forgotten at exactly max_age");

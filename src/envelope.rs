@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::dedup::{IdempotencyKey, KeyHash, KeyHasher};
+use crate::stamp::Stamp;
 
 /// A unique identifier of a published event.
 ///
@@ -88,7 +89,7 @@ pub(crate) struct Metadata {
     pub(crate) id: EventId,
     pub(crate) topic: crate::registry::TopicName,
     pub(crate) seq: u64,
-    pub(crate) published_at: SystemTime,
+    pub(crate) published_at: Stamp,
     pub(crate) key: Option<Box<str>>,
     pub(crate) idempotency_key: Option<Box<IdempotencyKey>>,
     pub(crate) headers: Headers,
@@ -106,7 +107,7 @@ impl Metadata {
             id,
             topic: crate::registry::TopicName::Type("test"),
             seq: 0,
-            published_at: SystemTime::UNIX_EPOCH,
+            published_at: Stamp(0),
             key: None,
             idempotency_key: None,
             headers: Headers::default(),
@@ -182,9 +183,11 @@ impl<E> Envelope<E> {
         self.shared.meta.seq
     }
 
-    /// When it was published, read from the bus's [`Clock`](crate::Clock).
+    /// When it was published, read from the bus's [`Clock`](crate::Clock), to the
+    /// nanosecond. A clock time outside the years 1677 to 2262 is kept as the nearest
+    /// end of that range.
     pub fn published_at(&self) -> SystemTime {
-        self.shared.meta.published_at
+        self.shared.meta.published_at.time()
     }
 
     /// The partition key, if the publisher set one.
@@ -197,6 +200,11 @@ impl<E> Envelope<E> {
     /// handles once.
     pub fn idempotency_key(&self) -> Option<&str> {
         self.shared.meta.idempotency_key.as_deref().map(IdempotencyKey::text)
+    }
+
+    /// [`published_at`](Self::published_at) as the bus keeps it.
+    pub(crate) fn stamp(&self) -> Stamp {
+        self.shared.meta.published_at
     }
 
     /// The idempotency key's hash by the bus's hasher, computed once per event.
@@ -279,7 +287,7 @@ impl<E> fmt::Debug for Envelope<E> {
             .field("id", &meta.id)
             .field("topic", &meta.topic)
             .field("seq", &meta.seq)
-            .field("published_at", &meta.published_at)
+            .field("published_at", &meta.published_at.time())
             .field("key", &meta.key)
             .field("idempotency_key", &meta.idempotency_key)
             .field("headers", &meta.headers)

@@ -30,21 +30,19 @@
 //!   empty bucket, so S2 is what makes a look-up find its key; the back-shift keeps it.
 //! - S3: a key has at most one entry.
 //!
-//! An entry keeps when it expires (its stamp plus `max_age`, computed once, at insert),
-//! so a look-up compares two times and converts none. Entries are *not* in expiry
+//! An entry keeps when it expires (its stamp plus `max_age`, computed once, at insert,
+//! as a `Stamp`: nanoseconds), so a look-up compares two integers. Entries are *not* in expiry
 //! order (an event retried late is remembered late with its early stamp): the front
 //! is only the oldest inserted. So a look-up checks the entry's own expiry, and the
 //! purge pops from the front while the front has expired.
 
-use std::time::SystemTime;
-
-use crate::dedup::{DedupWindow, KeyHash};
+use crate::dedup::{nanos, DedupWindow, KeyHash, Stamp};
 
 #[derive(Clone, Copy)]
 struct Entry<V> {
     key: KeyHash,
-    /// Its stamp plus `max_age`; `None`: past the end of `SystemTime`, so never.
-    expires: Option<SystemTime>,
+    /// Its stamp plus `max_age`; `Stamp::NEVER`: past the end of the range, so never.
+    expires: Stamp,
     value: V,
 }
 
@@ -60,6 +58,8 @@ struct Bucket {
 /// `seq` the key was accepted at; a subscriber keeps nothing).
 pub(crate) struct Seen<V: Copy = ()> {
     window: DedupWindow,
+    /// `window.max_age()` in nanoseconds.
+    max_age: i64,
     /// The entries in insertion order: `len` of them from `head`, wrapping.
     ring: Vec<Entry<V>>,
     head: usize,
@@ -73,6 +73,7 @@ impl<V: Copy> Seen<V> {
     pub(crate) fn new(window: DedupWindow) -> Seen<V> {
         Seen {
             window,
+            max_age: nanos(window.max_age()),
             ring: Vec::new(),
             head: 0,
             len: 0,
@@ -91,7 +92,7 @@ impl<V: Copy> Seen<V> {
 
     /// The value kept with `key`, if it was stamped less than `max_age` before `now`
     /// (or after it).
-    pub(crate) fn get(&mut self, key: KeyHash, now: SystemTime) -> Option<V> {
+    pub(crate) fn get(&mut self, key: KeyHash, now: Stamp) -> Option<V> {
         self.purge(now);
         let entry = &self.ring[self.find(key)?.1];
         is_fresh(entry, now).then_some(entry.value)
@@ -100,9 +101,9 @@ impl<V: Copy> Seen<V> {
     /// Remembers `key` (and `value`) stamped `at`. A key already remembered keeps its
     /// first stamp and value, returned, unless it aged out by `at`: then it takes the new
     /// ones (and keeps its place in the ring). So a look-up and an insert are one probe.
-    pub(crate) fn insert(&mut self, key: KeyHash, at: SystemTime, value: V) -> Option<V> {
+    pub(crate) fn insert(&mut self, key: KeyHash, at: Stamp, value: V) -> Option<V> {
         self.purge(at);
-        let expires = at.checked_add(self.window.max_age());
+        let expires = at.plus(self.max_age);
         if let Some((_, position)) = self.find(key) {
             let kept = self.ring[position];
             if is_fresh(&kept, at) {
@@ -126,7 +127,7 @@ impl<V: Copy> Seen<V> {
 
     /// Forgets the keys stamped `max_age` or more before `now` from the front (see the
     /// module docs: others that aged out linger until they reach it, and are ignored).
-    pub(crate) fn purge(&mut self, now: SystemTime) {
+    pub(crate) fn purge(&mut self, now: Stamp) {
         while self.len > 0 && !is_fresh(&self.ring[self.head], now) {
             self.pop_front();
         }
@@ -134,15 +135,15 @@ impl<V: Copy> Seen<V> {
 
     /// Applies new bounds: keeps the entries that fit, evicting the oldest, and gives
     /// back the memory a smaller capacity no longer needs.
-    pub(crate) fn set_window(&mut self, window: DedupWindow, now: SystemTime) {
-        let old = std::mem::replace(&mut self.window, window);
-        if window.max_age() != old.max_age() {
+    pub(crate) fn set_window(&mut self, window: DedupWindow, now: Stamp) {
+        let old = std::mem::replace(&mut self.max_age, nanos(window.max_age()));
+        self.window = window;
+        if self.max_age != old {
             for entry in &mut self.ring {
-                // `None` stays `None`: the stamp is lost, and was near the end of time.
-                entry.expires = entry
-                    .expires
-                    .and_then(|expires| expires.checked_sub(old.max_age()))
-                    .and_then(|at| at.checked_add(window.max_age()));
+                // `NEVER` stays `NEVER`: the stamp is lost, and was near the end of time.
+                if entry.expires != Stamp::NEVER {
+                    entry.expires = Stamp(entry.expires.0 - old).plus(self.max_age);
+                }
             }
         }
         self.purge(now);
@@ -274,8 +275,8 @@ impl<V: Copy> Seen<V> {
     }
 }
 
-fn is_fresh<V>(entry: &Entry<V>, now: SystemTime) -> bool {
-    entry.expires.map_or(true, |expires| now < expires)
+fn is_fresh<V>(entry: &Entry<V>, now: Stamp) -> bool {
+    now < entry.expires || entry.expires == Stamp::NEVER
 }
 
 #[cfg(test)]
@@ -288,8 +289,8 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     /// `nanos` after the epoch.
-    fn at(nanos: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+    fn at(nanos: u64) -> Stamp {
+        Stamp::of(std::time::SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
     }
 
     fn window(capacity: usize, max_age_ms: u64) -> DedupWindow {

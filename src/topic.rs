@@ -46,12 +46,12 @@
 //!    never runs under the commit lock.)
 
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::broadcast::{Reader, Readers, RingSubscriber, Seat};
 use crate::bus::BusShared;
 use crate::context;
-use crate::dedup::{Accepted, DedupWindow, KeyHash};
+use crate::dedup::{Accepted, DedupWindow, KeyHash, Stamp};
 use crate::dispatch::{self, Runtime};
 use crate::envelope::{Envelope, EventId, Metadata, Shared};
 use crate::error::{Failure, PublishError, SubscribeError, TopicError};
@@ -170,7 +170,7 @@ struct Commit<E> {
 
 impl<E: Send + Sync + 'static> Commit<E> {
     /// The `seq` the key was accepted at, if it is still in the window.
-    fn accepted_with(&mut self, key: KeyHash, now: SystemTime) -> Option<u64> {
+    fn accepted_with(&mut self, key: KeyHash, now: Stamp) -> Option<u64> {
         self.dedup.as_mut()?.get(key, now)
     }
 
@@ -319,7 +319,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         let now = self.clock.now();
         let mut commit = self.commit.lock();
         match commit.dedup.as_mut() {
-            Some(seen) => seen.set_window(window, now),
+            Some(seen) => seen.set_window(window, Stamp::of(now)),
             None => commit.dedup = Some(Seen::new(window)),
         }
         self.dedups.store(true, Ordering::Relaxed);
@@ -337,7 +337,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             // Reading the stats purges keys that aged out, so an idle topic's window
             // shrinks back after a burst (a publish with a key purges too).
             let dedup = commit.dedup.as_mut().map_or((0, 0), |seen| {
-                seen.purge(now);
+                seen.purge(Stamp::of(now));
                 (seen.len() as u64, seen.evicted)
             });
             (commit.next_seq, commit.readers.as_ref().map_or(0, Readers::len), dedup)
@@ -387,7 +387,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             _ => None,
         };
         if let Some(key) = dedup_key {
-            let now = self.clock.now();
+            let now = Stamp::of(self.clock.now());
             let original = self.commit.lock().accepted_with(key, now);
             if let Some(seq) = original {
                 return Ok(self.duplicate_of(seq));
@@ -458,7 +458,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 return self.refuse(give_up.with(draft.event));
             }
         };
-        let now = self.clock.now();
+        let now = Stamp::of(self.clock.now());
         let seq = commit.next_seq;
         if let (Some(key), Some(accepted)) = (dedup_key, commit.dedup.as_mut()) {
             if let Err(original) = accepted.admit(key, now, seq) {
@@ -591,7 +591,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
     }
 
     /// Builds the envelope: ids, time, and causation from the handler running here.
-    fn seal(&self, draft: Draft<E>, seq: u64, published_at: SystemTime) -> Envelope<E> {
+    fn seal(&self, draft: Draft<E>, seq: u64, published_at: Stamp) -> Envelope<E> {
         let id = EventId::new(self.id_prefix, seq);
         let parent = context::current();
         let correlation_id = draft.correlation_id.or(parent.map(|p| p.correlation)).unwrap_or(id);

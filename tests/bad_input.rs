@@ -194,3 +194,45 @@ fn the_bus_and_its_handles_are_send_and_sync() {
     check::<crier::Receiver<String>>();
     check::<Envelope<String>>();
 }
+
+#[test]
+fn publish_times_are_exact_to_the_nanosecond_and_clamped_past_2262() {
+    use crier::testing::ManualClock;
+    use crier::{Clock, DedupWindow};
+    use std::time::SystemTime;
+
+    let epoch = SystemTime::UNIX_EPOCH;
+    let clock = ManualClock::at(epoch + Duration::new(1_795_000_000, 123_456_789));
+    let bus = Bus::builder().clock(clock.clone()).inline().build().unwrap();
+    let rx = bus.receiver::<u32>().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let handled = seen.clone();
+    let _dedup = bus
+        .subscriber::<u32>()
+        .at_least_once(crier::Retry::ordered())
+        .dedup(DedupWindow::new(10, Duration::from_secs(60)))
+        .subscribe(move |_: &Envelope<u32>| {
+            handled.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap();
+    let year_2500 = epoch + Duration::from_secs(530 * 365 * 86_400);
+    for (n, time) in [
+        clock.now(),
+        epoch - Duration::new(86_400, 1),
+        year_2500,
+        year_2500 + Duration::from_secs(3_600),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        clock.set(time);
+        bus.message(n as u32).idempotency_key("same").publish().unwrap();
+        let expected = time.min(epoch + Duration::from_nanos(i64::MAX as u64));
+        assert_eq!(rx.recv().unwrap().published_at(), expected, "event {n}");
+    }
+    // The window still counts ages at both ends: 1969 is before the key's stamp
+    // (skipped, as published earlier than the event remembered), 2500 long after it
+    // (handled again), and the two times past 2262 are one instant (skipped).
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}

@@ -37,8 +37,11 @@ pub const CAPACITY: usize = 1024;
 
 /// The dedup window of the at-least-once variants: 10,000 keys for a minute, so a run
 /// of distinct keys keeps it full and evicting, as in a long-running service.
+/// `CRIER_BENCH_WINDOW=n` sets another number of keys, to see what the window's
+/// memory costs (BENCHMARKS.md).
 pub fn dedup_window() -> crier::DedupWindow {
-    crier::DedupWindow::new(10_000, Duration::from_secs(60))
+    let keys = std::env::var("CRIER_BENCH_WINDOW").ok().and_then(|n| n.parse().ok());
+    crier::DedupWindow::new(keys.unwrap_or(10_000), Duration::from_secs(60))
 }
 
 /// A subscriber's options in a scenario: as given, or for the at-least-once variant,
