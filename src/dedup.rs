@@ -27,7 +27,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
-pub(crate) use crate::stamp::{nanos, Stamp};
+use crate::stamp::Stamp;
 
 use crate::seen::Seen;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};

@@ -433,7 +433,7 @@ impl ModelTopic {
     /// reservations (elided) with the lock released, then step 3 in a second hold:
     /// refuse if `refused`, else admit and take the `seq`.
     fn publish(&self, key: &str, refused: bool) -> Published {
-        let now = crate::dedup::Stamp(0);
+        let now = crate::stamp::Stamp(0);
         let key = self.hasher.hash(key);
         if let Some(original) = self.commit.lock().unwrap().1.get(key, now) {
             return Published::Duplicate(original);

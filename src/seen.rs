@@ -31,12 +31,13 @@
 //! - S3: a key has at most one entry.
 //!
 //! An entry keeps when it expires (its stamp plus `max_age`, computed once, at insert,
-//! as a `Stamp`: nanoseconds), so a look-up compares two integers. Entries are *not* in expiry
-//! order (an event retried late is remembered late with its early stamp): the front
-//! is only the oldest inserted. So a look-up checks the entry's own expiry, and the
-//! purge pops from the front while the front has expired.
+//! as a `Stamp`: nanoseconds), so a look-up compares two integers. Entries are *not*
+//! in expiry order (an event retried late is remembered late with its early stamp):
+//! the front is only the oldest inserted. So a look-up checks the entry's own expiry,
+//! and the purge pops from the front while the front has expired.
 
-use crate::dedup::{nanos, DedupWindow, KeyHash, Stamp};
+use crate::dedup::{DedupWindow, KeyHash};
+use crate::stamp::{nanos, Stamp};
 
 #[derive(Clone, Copy)]
 struct Entry<V> {
