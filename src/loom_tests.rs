@@ -656,20 +656,27 @@ fn loom_ack_nack_and_recv() {
     }
 }
 
+/// Unordered, room for two: takes event 1, and spawns a thread that nacks it
+/// (returning what `nack` returned).
+fn first_event_taken_then_nacked() -> (Arc<Gate<Delivery>>, Arc<ModelSource>, thread::JoinHandle<bool>) {
+    let gate = Arc::new(Gate::<Delivery>::new(2, 2));
+    let source = Arc::new(ModelSource::new(&[1]));
+    let Lease::Item(first) = gate.take(&*source, Take::NoWait, epoch) else {
+        panic!("the first event is queued");
+    };
+    let nacker = {
+        let (gate, source) = (gate.clone(), source.clone());
+        thread::spawn(move || nack(&gate, &source, first))
+    };
+    (gate, source, nacker)
+}
+
 #[test]
 fn loom_ack_a_nack_wakes_a_receiver_waiting_for_events() {
     // Unordered, room for two: this thread holds event 1 and blocks waiting for a new
     // event; only the other thread's nack of event 1 can wake it (by the marker).
     loom::model(|| {
-        let gate = Arc::new(Gate::<Delivery>::new(2, 2));
-        let source = Arc::new(ModelSource::new(&[1]));
-        let Lease::Item(first) = gate.take(&*source, Take::NoWait, epoch) else {
-            panic!("the first event is queued");
-        };
-        let nacker = {
-            let (gate, source) = (gate.clone(), source.clone());
-            thread::spawn(move || nack(&gate, &source, first))
-        };
+        let (gate, source, nacker) = first_event_taken_then_nacked();
         let Lease::Item(again) = gate.take(&*source, Take::Until(None), epoch) else {
             panic!("recv returned without a delivery");
         };
@@ -685,15 +692,7 @@ fn loom_ack_a_nack_a_publish_and_a_shutdown_lose_nothing() {
     // the end (or a retry the end took), counted as dropped: none is lost, none comes
     // twice, and `Closed` comes last.
     loom::model(|| {
-        let gate = Arc::new(Gate::<Delivery>::new(2, 2));
-        let source = Arc::new(ModelSource::new(&[1]));
-        let Lease::Item(first) = gate.take(&*source, Take::NoWait, epoch) else {
-            panic!("the first event is queued");
-        };
-        let nacker = {
-            let (gate, source) = (gate.clone(), source.clone());
-            thread::spawn(move || nack(&gate, &source, first))
-        };
+        let (gate, source, nacker) = first_event_taken_then_nacked();
         let shutdown = {
             let (gate, source) = (gate.clone(), source.clone());
             thread::spawn(move || {
