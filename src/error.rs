@@ -86,6 +86,32 @@ pub enum TopicError {
     },
 }
 
+/// A topic's history cannot be read from the offset asked for (see
+/// [`Topic::history_from`](crate::Topic::history_from)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// Events from that offset on were let go by the retention, or were published
+    /// before it was set (a topic with no retention keeps nothing). Reading from
+    /// `Offset::At(oldest)` or [`Offset::Earliest`](crate::Offset::Earliest) works; the
+    /// events in between are gone.
+    #[error("{requested} is no longer in the history: the oldest offset available is {oldest}")]
+    Evicted {
+        /// The offset asked for.
+        requested: crate::Offset,
+        /// The oldest offset that can still be read from.
+        oldest: u64,
+    },
+    /// The offset is past the next one: that event has not been published.
+    #[error("offset {requested} has not been published: the next offset is {next}")]
+    Future {
+        /// The offset asked for.
+        requested: u64,
+        /// The `seq` the next accepted publish will get.
+        next: u64,
+    },
+}
+
 /// A subscriber or receiver could not be created.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

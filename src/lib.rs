@@ -291,6 +291,48 @@
 //! own (a crossbeam channel). Both kinds behave the same; [`Receiver`]'s docs give the
 //! ring's memory bound.
 //!
+//! A topic's history is off by default, and bounded by its [`Retention`] once set:
+//! by count, or by age alone when the user chooses so (see below).
+//!
+//! # History and replay
+//!
+//! A topic can keep its history: [`Topic::set_retention`] with a [`Retention`] keeps
+//! the last `n` events, the events younger than an age, or both, optionally
+//! *compacted* to the latest event per partition key (a "current state" topic, like
+//! Kafka's log compaction). Every event kept keeps its offset (its `seq`) and all its
+//! metadata. Without a retention a topic keeps nothing and pays nothing.
+//!
+//! Reading it: [`Topic::history`] (a snapshot of all of it), [`Topic::history_from`]
+//! an [`Offset`] (`Earliest`, `Latest`, `At(seq)`, `Since(time)`),
+//! [`Topic::history_range`] by offsets, [`Topic::oldest_offset`] and
+//! [`Topic::next_offset`], and [`Topic::replay`], which folds the history into a
+//! closure and returns the offset to continue from: rebuild a projection, save it with
+//! that offset, and later apply only what came after.
+//!
+//! Reading never starts silently somewhere else. An offset whose event was let go (or
+//! was published before the retention was set) is [`ReplayError::Evicted`] with the
+//! oldest offset still available; an offset not yet published is
+//! [`ReplayError::Future`]; reading since a time fails the same way if an event
+//! published at or after it was let go. A snapshot is taken in one hold of the topic's
+//! lock, so it is gap-free and holds no event twice, however many publishers run; the
+//! closure of a replay runs with no lock held.
+//!
+//! ```
+//! use crier::{Bus, Offset, Retention};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Bus::new();
+//! let visits = bus.topic::<&str>();
+//! visits.set_retention(Retention::last(10_000))?;
+//! for page in ["/", "/pricing", "/"] {
+//!     visits.publish(page)?;
+//! }
+//! let mut home = 0;
+//! let next = visits.replay(Offset::Earliest, |env| home += usize::from(**env == "/"))?;
+//! assert_eq!((home, next), (2, 3));
+//! # Ok(()) }
+//! ```
+//!
 //! # Testing
 //!
 //! Build the bus with [`BusBuilder::inline`] and every handler has run when `publish`
@@ -332,6 +374,8 @@ mod envelope;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
+mod history;
+#[cfg(not(loom))]
 mod in_flight;
 #[cfg(not(loom))]
 mod inbox;
@@ -345,6 +389,8 @@ mod policy;
 mod receiver;
 #[cfg(not(loom))]
 mod registry;
+#[cfg(not(loom))]
+mod retention;
 mod retries;
 mod ring;
 mod schedule;
@@ -385,12 +431,14 @@ pub use crate::{
     delivery::{Backoff, Delivery, Retry, RetryOrder, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_MAX_ATTEMPTS},
     envelope::{Envelope, EventId, Headers},
     error::{
-        AckError, BoxError, BuildError, Failure, HandlerError, PublishError, RecvError, RecvTimeoutError,
+        AckError, BoxError, BuildError, Failure, HandlerError, PublishError, RecvError, RecvTimeoutError, ReplayError,
         ShutdownError, SubscribeError, TopicError, TryRecvError, WaitIdleError,
     },
+    history::{History, Offset},
     message::Message,
     policy::{Dispatch, DropReason, Overflow},
     receiver::{Iter, Receiver, TryIter},
+    retention::Retention,
     shutdown::ShutdownReport,
     stats::{BusStats, Consumer, DropCounts, SubscriberId, SubscriberStats, TopicStats},
     subscribe::{HandlerResult, SubscriberBuilder},

@@ -278,6 +278,12 @@ pub struct TopicStats {
     pub refused: u64,
     /// Live subscribers and receivers.
     pub subscribers: usize,
+    /// Events its history keeps now (see [`Topic::set_retention`](crate::Topic::set_retention)).
+    pub history_len: u64,
+    /// Events its history let go by its count or age bound.
+    pub history_evicted: u64,
+    /// Events its compacted history replaced by a newer one with the same key.
+    pub history_compacted: u64,
 }
 
 /// A snapshot of the whole bus, from [`Bus::stats`](crate::Bus::stats).
@@ -313,14 +319,14 @@ impl fmt::Display for BusStats {
         let topic_width = self.topics.iter().map(|t| t.name.len()).max().unwrap_or(0).max(5);
         writeln!(
             f,
-            "{:<topic_width$}  {:>10}  {:>9}  {:>8}  {:>10}  {:>5}",
-            "topic", "published", "unrouted", "refused", "duplicates", "subs"
+            "{:<topic_width$}  {:>10}  {:>9}  {:>8}  {:>10}  {:>7}  {:>5}",
+            "topic", "published", "unrouted", "refused", "duplicates", "history", "subs"
         )?;
         for t in &self.topics {
             writeln!(
                 f,
-                "{:<topic_width$}  {:>10}  {:>9}  {:>8}  {:>10}  {:>5}",
-                t.name, t.published, t.unrouted, t.refused, t.deduplicated, t.subscribers
+                "{:<topic_width$}  {:>10}  {:>9}  {:>8}  {:>10}  {:>7}  {:>5}",
+                t.name, t.published, t.unrouted, t.refused, t.deduplicated, t.history_len, t.subscribers
             )?;
         }
         let name_width = self.subscribers.iter().map(|s| s.name.len()).max().unwrap_or(0).max(10);

@@ -231,6 +231,10 @@ fn b6() {
             );
         }
     }
+    let plain = memory::per_retained_event(false);
+    println!("  bytes per event kept in a topic's history beyond the payload: {plain:.1}   target <= 64");
+    let compacted = memory::per_retained_event(true);
+    println!("  the same, compacted, a 16-byte key per event (key included): {compacted:.1}");
 }
 
 fn main() {
