@@ -129,6 +129,10 @@ pub enum SubscribeError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The subscriber cannot start at the offset it asked for
+    /// ([`SubscriberBuilder::start_at`](crate::SubscriberBuilder::start_at)).
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
     /// The bus is shut down.
     #[error("the bus is shut down")]
     Closed,

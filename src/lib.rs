@@ -309,6 +309,15 @@
 //! closure and returns the offset to continue from: rebuild a projection, save it with
 //! that offset, and later apply only what came after.
 //!
+//! A subscriber, receiver or ack receiver can start in the history:
+//! [`SubscriberBuilder::start_at`] an [`Offset`] gives it the events kept from there,
+//! then the live ones, with no gap and no event twice at the hand-off, however many
+//! publishers are running (the history up to a cut and the subscription are taken in
+//! one hold of the topic's lock, and a publish that read the subscribers before that
+//! matches again; loom model `loom_joining_at_a_cut_gets_every_offset_once`). Its
+//! delivery policy, dedup window and overflow policy apply to replayed events as to
+//! live ones.
+//!
 //! Reading never starts silently somewhere else. An offset whose event was let go (or
 //! was published before the retention was set) is [`ReplayError::Evicted`] with the
 //! oldest offset still available; an offset not yet published is
@@ -330,6 +339,11 @@
 //! let mut home = 0;
 //! let next = visits.replay(Offset::Earliest, |env| home += usize::from(**env == "/"))?;
 //! assert_eq!((home, next), (2, 3));
+//!
+//! // A receiver that starts where the fold ended gets only what came after.
+//! let rx = visits.subscriber().start_at(Offset::At(next)).receiver()?;
+//! visits.publish("/docs")?;
+//! assert_eq!(*rx.recv()?, "/docs");
 //! # Ok(()) }
 //! ```
 //!
@@ -393,6 +407,7 @@ mod registry;
 mod retention;
 mod retries;
 mod ring;
+mod roster;
 mod schedule;
 mod seen;
 #[cfg(not(loom))]

@@ -105,6 +105,13 @@ impl<T> Mailbox<T> {
         self.pop()
     }
 
+    /// Pushes whatever the capacity, without evicting: the mailbox may hold more than
+    /// its capacity until its consumer catches up (a replay, see `subscriber`).
+    pub(crate) fn push_over(&self, item: T) {
+        self.record_depth(self.slots.occupy());
+        self.send(item);
+    }
+
     fn send(&self, item: T) {
         // Cannot fail: `self.rx` keeps the channel connected.
         let _ = self.tx.send(Item::Event(item));

@@ -9,6 +9,7 @@ use crate::dedup::DedupWindow;
 use crate::delivery::{Delivery, Retry};
 use crate::envelope::Envelope;
 use crate::error::{BoxError, HandlerError, SubscribeError};
+use crate::history::Offset;
 use crate::mailbox::Mailbox;
 use crate::policy::{Dispatch, Overflow};
 use crate::receiver::Receiver;
@@ -82,6 +83,7 @@ pub struct SubscriberBuilder<E> {
     dedup: Option<DedupWindow>,
     dedup_key: Option<KeyOf<E>>,
     max_unacked: Option<usize>,
+    start_at: Offset,
 }
 
 impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
@@ -98,6 +100,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             dedup: None,
             dedup_key: None,
             max_unacked: None,
+            start_at: Offset::Latest,
         }
     }
 
@@ -240,6 +243,62 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         self
     }
 
+    /// Starts at `from` in the topic's history (see
+    /// [`Topic::set_retention`](crate::Topic::set_retention)) instead of at the next
+    /// event ([`Offset::Latest`], the default): the subscriber gets the events kept from
+    /// `from` on, then the live ones, with no gap and no event twice, however many
+    /// publishers are running (promise 9). Works for push subscribers, receivers and ack
+    /// receivers alike.
+    ///
+    /// Replayed events go through the subscriber like live ones: they count as
+    /// accepted, its delivery policy, dedup window and error hook apply, and a push
+    /// subscriber's count in flight includes them (so [`Bus::wait_idle`](crate::Bus::wait_idle)
+    /// waits for the replay). They are queued at once, as if published again into this
+    /// subscriber alone, except that a replay never waits and is never refused: under
+    /// [`Overflow::DropOldest`] and [`Overflow::DropNewest`] the mailbox keeps at most
+    /// its capacity, dropping (and counting) as those policies do; under
+    /// [`Overflow::Block`], [`Overflow::BlockTimeout`] and [`Overflow::Reject`] the
+    /// replay is queued whole, beyond the capacity (one reference per event: the
+    /// history holds the events already), and until the subscriber has worked its
+    /// mailbox back under its capacity, live publishes meet a full mailbox and the
+    /// policy decides, as for any slow subscriber. Give a subscriber that replays a long
+    /// history a capacity at least its size to leave publishers unaffected. An inline
+    /// subscriber handles its replay on the subscribing thread, before `subscribe`
+    /// returns.
+    ///
+    /// A subscriber that starts in the history keeps a mailbox of its own (never the
+    /// topic's broadcast ring), and cannot have a [`filter`](Self::filter) yet.
+    ///
+    /// # Errors
+    ///
+    /// At `subscribe`, `receiver` or `ack_receiver`: [`SubscribeError::Replay`] if the
+    /// history cannot be read from `from` ([`ReplayError`](crate::ReplayError):
+    /// evicted, or not yet published); [`SubscribeError::InvalidPolicy`] with a filter.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use crier::{Bus, Offset, Retention};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::new();
+    /// let orders = bus.topic::<u32>();
+    /// orders.set_retention(Retention::last(1_000))?;
+    /// orders.publish(1)?;
+    /// orders.publish(2)?;
+    ///
+    /// // A late subscriber sees what already happened, then what happens next.
+    /// let rx = orders.subscriber().start_at(Offset::Earliest).receiver()?;
+    /// orders.publish(3)?;
+    /// let seen: Vec<u32> = rx.try_iter().map(|env| *env).collect();
+    /// assert_eq!(seen, [1, 2, 3]);
+    /// # Ok(()) }
+    /// ```
+    pub fn start_at(mut self, from: Offset) -> Self {
+        self.start_at = from;
+        self
+    }
+
     /// Registers `handler` and returns the guard that keeps it registered.
     ///
     /// # Errors
@@ -286,7 +345,8 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         let capacity = self.capacity.unwrap_or(Some(bus.config.capacity));
         let overflow = self.overflow.unwrap_or(bus.config.overflow);
         let filtered = self.filter.is_some();
-        if let Some(capacity) = capacity.filter(|&c| broadcast::fits(c, overflow, filtered)) {
+        let live = self.start_at == Offset::Latest;
+        if let Some(capacity) = capacity.filter(|&c| live && broadcast::fits(c, overflow, filtered)) {
             self.check_open(Some(capacity))?;
             let core = &self.topic.core;
             if let Some(seat) = core.join_ring(capacity, overflow, bus.config.capacity) {
@@ -295,8 +355,11 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             }
         }
         let topic = self.topic.clone();
+        let start_at = self.start_at;
         let (parts, capacity) = self.parts(Consumer::Receiver, None)?;
-        Ok(Receiver::from_mailbox(register_mailbox(&topic, parts, capacity)?))
+        Ok(Receiver::from_mailbox(register_mailbox(
+            &topic, parts, capacity, start_at,
+        )?))
     }
 
     /// Creates an [`AckReceiver`]: a pull subscription whose deliveries are acked,
@@ -325,6 +388,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         }
         let max_unacked = self.max_unacked;
         let topic = self.topic.clone();
+        let start_at = self.start_at;
         let (parts, capacity) = self.parts(Consumer::Receiver, None)?;
         let bound = capacity.unwrap_or(topic.bus.config.capacity);
         let sub = Subscriber::new(parts, Mailbox::new(capacity));
@@ -334,7 +398,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             max_unacked.unwrap_or(bound),
             bound,
         );
-        topic.core.add(sub);
+        join(&topic, sub, start_at)?;
         Ok(AckReceiver::new(remember(&topic, shared)?))
     }
 
@@ -353,6 +417,15 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         }
         if self.topic.bus.runtime.is_closed() {
             return Err(SubscribeError::Closed);
+        }
+        if self.start_at != Offset::Latest {
+            if self.filter.is_some() {
+                return Err(SubscribeError::InvalidPolicy {
+                    reason: "a subscriber that starts in the history cannot have a filter yet: filter in the handler",
+                });
+            }
+            // Before any thread starts; `join` checks again under the topic's lock.
+            self.topic.core.check_start(self.start_at)?;
         }
         Ok(())
     }
@@ -410,9 +483,13 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// otherwise with a mailbox of its own.
     fn register(self, consumer: Consumer, handler: Handler<E>) -> Result<Arc<dyn Control>, SubscribeError> {
         let topic = self.topic.clone();
+        let start_at = self.start_at;
         let (mut parts, capacity) = self.parts(consumer, Some(handler))?;
-        let on_ring = capacity
-            .filter(|&c| parts.executor.is_some() && broadcast::fits(c, parts.overflow, parts.filter.is_some()));
+        let on_ring = capacity.filter(|&c| {
+            start_at == Offset::Latest
+                && parts.executor.is_some()
+                && broadcast::fits(c, parts.overflow, parts.filter.is_some())
+        });
         if let Some(capacity) = on_ring {
             match topic
                 .core
@@ -422,7 +499,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
                 Err(back) => parts = back,
             }
         }
-        Ok(register_mailbox(&topic, parts, capacity)?)
+        Ok(register_mailbox(&topic, parts, capacity, start_at)?)
     }
 }
 
@@ -431,11 +508,26 @@ fn register_mailbox<E: Send + Sync + 'static>(
     topic: &Topic<E>,
     parts: Parts<E>,
     capacity: Option<usize>,
+    start_at: Offset,
 ) -> Result<Arc<Registration<E>>, SubscribeError> {
     let sub = Subscriber::new(parts, Mailbox::new(capacity));
     let registration = registration(topic, sub.clone());
-    topic.core.add(sub);
+    join(topic, sub, start_at)?;
     remember(topic, registration)
+}
+
+/// Puts a subscriber with a mailbox on its topic: from now on, or from `start_at` in
+/// the history.
+fn join<E: Send + Sync + 'static>(
+    topic: &Topic<E>,
+    sub: Arc<Subscriber<E>>,
+    start_at: Offset,
+) -> Result<(), SubscribeError> {
+    match start_at {
+        Offset::Latest => topic.core.add(sub),
+        from => topic.core.join_at(&sub, from)?,
+    }
+    Ok(())
 }
 
 fn registration<E, Q>(topic: &Topic<E>, sub: Arc<Subscriber<E, Q>>) -> Arc<Registration<E, Q>> {
@@ -469,6 +561,7 @@ impl<E> fmt::Debug for SubscriberBuilder<E> {
             .field("dispatch", &self.dispatch)
             .field("delivery", &self.delivery)
             .field("max_unacked", &self.max_unacked)
+            .field("start_at", &self.start_at)
             .finish()
     }
 }

@@ -793,6 +793,31 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         }
     }
 
+    /// Queues a replayed event (see `TopicCore::join_at`) as a publish would, except
+    /// that it never waits and is never refused: under `DropOldest` and `DropNewest`
+    /// the mailbox keeps at most its capacity, dropping as those policies do; under the
+    /// others the event is queued beyond the capacity. The caller holds the commit
+    /// lock and has added a push subscriber's replay to `in_flight`.
+    pub(crate) fn replay(&self, env: Envelope<E>) {
+        match self.overflow {
+            Overflow::DropOldest => self.enqueue(env, true),
+            Overflow::DropNewest => {
+                if self.inbox.slots().try_reserve() {
+                    self.enqueue(env, false);
+                } else {
+                    self.dropped_on_arrival(DropReason::Newest);
+                    if self.is_push() {
+                        self.runtime.in_flight.finish(1);
+                    }
+                }
+            }
+            Overflow::Block | Overflow::BlockTimeout(_) | Overflow::Reject => {
+                Counters::add_exclusive(&self.counters.accepted, 1);
+                self.inbox.push_over(env);
+            }
+        }
+    }
+
     /// Hand-off, step 3 of a publish (the caller holds the commit lock and has claimed
     /// the schedule): parks the event under the run lock for the caller to run. Gives
     /// it back if the run lock is busy (a retire in progress) or a retry is waiting

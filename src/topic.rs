@@ -62,13 +62,14 @@ use crate::policy::{DropReason, Overflow};
 use crate::receiver::Receiver;
 use crate::registry::TopicName;
 use crate::retention::Retention;
+use crate::roster::{Cut, Roster};
 use crate::seen::Seen;
 use crate::stamp::Stamp;
 use crate::stats::{Counters, TopicStats};
 use crate::subscribe::{HandlerResult, SubscriberBuilder};
 use crate::subscriber::{Admission, Parts, Subscriber};
 use crate::subscription::Subscription;
-use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::Clock;
 
 /// What a successful publish tells the caller.
@@ -172,6 +173,8 @@ struct Commit<E> {
     dedup: Option<Accepted>,
     /// The events kept, once a retention is set (see `history`).
     history: Option<Log<E>>,
+    /// The joins at a cut that publishes must have seen (see `roster`).
+    cut: Cut,
 }
 
 impl<E: Send + Sync + 'static> Commit<E> {
@@ -194,8 +197,8 @@ pub(crate) struct TopicCore<E> {
     pub(crate) name: TopicName,
     /// High half of every `EventId` of this topic.
     id_prefix: u64,
-    /// Replaced, never mutated in place: publishers clone the `Arc` and let go.
-    subscribers: RwLock<Arc<[Arc<Subscriber<E>>]>>,
+    /// Publishers read it at step 1 (see `roster` for joins at a cut).
+    subscribers: Roster<Arc<Subscriber<E>>>,
     /// Held for step 3 of the protocol, by `close`, and by unsubscribe as a barrier.
     commit: Mutex<Commit<E>>,
     /// Set once, under `commit`.
@@ -219,12 +222,13 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         TopicCore {
             name,
             id_prefix,
-            subscribers: RwLock::new(Arc::from(Vec::new())),
+            subscribers: Roster::new(),
             commit: Mutex::new(Commit {
                 next_seq: 0,
                 readers: None,
                 dedup: None,
                 history: None,
+                cut: Cut::default(),
             }),
             // A topic made after shutdown sealed the others is closed at birth. This
             // runs under the registry shard's write lock, and shutdown sets `sealed`
@@ -240,10 +244,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
     }
 
     pub(crate) fn add(&self, sub: Arc<Subscriber<E>>) {
-        let mut list = self.subscribers.write();
-        let mut next = list.to_vec();
-        next.push(sub);
-        *list = Arc::from(next);
+        self.subscribers.add(sub);
     }
 
     /// Adds a receiver to the topic's broadcast ring (made on first use, with room for
@@ -284,9 +285,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
     }
 
     pub(crate) fn remove(&self, sub: &Subscriber<E>) {
-        let mut list = self.subscribers.write();
-        let next: Vec<_> = list.iter().filter(|s| s.id != sub.id).cloned().collect();
-        *list = Arc::from(next);
+        self.subscribers.remove(|s| s.id == sub.id);
     }
 
     /// Once this returns, no publish is between steps 3 and 4 with an old view of
@@ -311,7 +310,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
     }
 
     pub(crate) fn clear_subscribers(&self) {
-        *self.subscribers.write() = Arc::from(Vec::new());
+        self.subscribers.clear();
         if let Some(readers) = self.commit.lock().readers.as_mut() {
             readers.clear();
         }
@@ -397,6 +396,51 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         self.commit.lock().next_seq
     }
 
+    /// Whether reading from `from` works now (a subscriber checks before it starts
+    /// threads; `join_at` checks again under the lock).
+    pub(crate) fn check_start(&self, from: Offset) -> Result<(), ReplayError> {
+        self.with_history(|log, next, now| history::read(log, from, Bound::Excluded(0), next, now).map(drop))
+    }
+
+    /// Adds a subscriber with a mailbox of its own that starts at `from`: in one hold
+    /// of the commit lock, the history from `from` is queued for it and it joins the
+    /// roster at a cut (see `roster`), so it gets every offset from `from` on exactly
+    /// once, the history first. Then starts its runner on what was queued (an inline
+    /// subscriber runs it here, as a publish would).
+    pub(crate) fn join_at(&self, sub: &Arc<Subscriber<E>>, from: Offset) -> Result<(), ReplayError> {
+        let now = Stamp::of(self.clock.now());
+        let mut gone = Vec::new();
+        let mut commit = self.commit.lock();
+        if let Some(log) = commit.history.as_mut() {
+            log.trim(now, &mut gone);
+        }
+        let read = history::read(commit.history.as_ref(), from, Bound::Unbounded, commit.next_seq, now);
+        let history = match read {
+            Ok(history) => history,
+            Err(error) => {
+                drop(commit);
+                return Err(error);
+            }
+        };
+        self.subscribers.add_at_cut(sub.clone(), &mut commit.cut);
+        if sub.is_push() {
+            // Before the pushes, as for a publish: a runner never takes it below zero.
+            self.runtime.in_flight.add(history.len());
+        }
+        for env in history {
+            sub.replay(env);
+        }
+        drop(commit);
+        drop(gone);
+        if sub.notify() {
+            sub.submit();
+            if sub.is_inline() {
+                dispatch::inline_frame(|| {});
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn stats(&self) -> TopicStats {
         let now = self.clock.now();
         let mut gone = Vec::new();
@@ -431,7 +475,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             dedup_keys,
             dedup_evicted,
             refused: self.refused.load(Ordering::Relaxed),
-            subscribers: self.subscribers.read().len() + ring_receivers,
+            subscribers: self.subscribers.len() + ring_receivers,
             history_len,
             history_evicted,
             history_compacted,
@@ -477,196 +521,206 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             }
         }
 
-        // Step 1: match.
-        let snapshot = self.subscribers.read().clone();
-        let mut targets: Vec<Target<'_, E>> = Vec::with_capacity(snapshot.len());
-        for sub in snapshot.iter() {
-            let plan = match sub.admits(&draft.event) {
-                Admission::Yes => Plan::Pending,
-                Admission::No => continue,
-                Admission::FilterPanicked(failure) => Plan::FilterPanicked(failure),
-            };
-            targets.push(Target {
-                sub,
-                plan,
-                give_up_at: None,
-            });
-        }
+        // A subscriber that joins at a cut (see `roster`) sends the publish back here.
+        loop {
+            // Step 1: match.
+            let (snapshot, ticket) = self.subscribers.read();
+            let mut targets: Vec<Target<'_, E>> = Vec::with_capacity(snapshot.len());
+            for sub in snapshot.iter() {
+                let plan = match sub.admits(&draft.event) {
+                    Admission::Yes => Plan::Pending,
+                    Admission::No => continue,
+                    Admission::FilterPanicked(failure) => Plan::FilterPanicked(failure),
+                };
+                targets.push(Target {
+                    sub,
+                    plan,
+                    give_up_at: None,
+                });
+            }
 
-        let mut commit = loop {
-            // Step 2: reserve.
-            match reserve(&mut targets, wait) {
-                Reservation::Ready => {}
-                Reservation::Full(i) => {
-                    Counters::add(&targets[i].sub.counters.refused, 1);
+            let mut commit = loop {
+                // Step 2: reserve.
+                match reserve(&mut targets, wait) {
+                    Reservation::Ready => {}
+                    Reservation::Full(i) => {
+                        Counters::add(&targets[i].sub.counters.refused, 1);
+                        return self.refuse(PublishError::Full(draft.event));
+                    }
+                    Reservation::Wait(i) => {
+                        let target = &mut targets[i];
+                        let until = earliest(wait.deadline(), target.give_up_at);
+                        let sub = target.sub;
+                        // Only publishers outside handlers wait, and those are refused
+                        // from the moment shutdown starts.
+                        sub.inbox
+                            .slots()
+                            .wait_for_space(until, || self.refuses(false) || !sub.is_active());
+                        if !sub.is_active() {
+                            target.plan = Plan::Skip;
+                        }
+                        if let Err(give_up) = self.after_wait(wait, &sub.counters.refused) {
+                            return self.refuse(give_up.with(draft.event));
+                        }
+                        continue;
+                    }
+                }
+
+                // Step 3: commit, once the ring's receivers have room too.
+                let mut commit = self.commit.lock();
+                if self.refuses(in_handler) {
+                    drop(commit);
+                    cancel_all(&mut targets);
+                    return self.refuse(PublishError::Closed(draft.event));
+                }
+                let Some(Seat { ring, reader: full }) = commit.readers.as_mut().and_then(|r| r.check_room().err())
+                else {
+                    break commit;
+                };
+                drop(commit);
+                cancel_all(&mut targets);
+                let (Overflow::Block, Wait::Until(deadline)) = (full.overflow, wait) else {
+                    Counters::add(&full.refused, 1);
                     return self.refuse(PublishError::Full(draft.event));
+                };
+                ring.wait_for_room(&full.cursor, deadline, || self.refuses(false) || full.has_left());
+                if let Err(give_up) = self.after_wait(wait, &full.refused) {
+                    return self.refuse(give_up.with(draft.event));
                 }
-                Reservation::Wait(i) => {
-                    let target = &mut targets[i];
-                    let until = earliest(wait.deadline(), target.give_up_at);
-                    let sub = target.sub;
-                    // Only publishers outside handlers wait, and those are refused
-                    // from the moment shutdown starts.
-                    sub.inbox
-                        .slots()
-                        .wait_for_space(until, || self.refuses(false) || !sub.is_active());
-                    if !sub.is_active() {
-                        target.plan = Plan::Skip;
-                    }
-                    if let Err(give_up) = self.after_wait(wait, &sub.counters.refused) {
-                        return self.refuse(give_up.with(draft.event));
-                    }
-                    continue;
-                }
-            }
-
-            // Step 3: commit, once the ring's receivers have room too.
-            let mut commit = self.commit.lock();
-            if self.refuses(in_handler) {
+            };
+            if !commit.cut.admits(ticket) {
+                // A subscriber joined at a cut since step 1: match again, with it.
                 drop(commit);
                 cancel_all(&mut targets);
-                return self.refuse(PublishError::Closed(draft.event));
+                continue;
             }
-            let Some(Seat { ring, reader: full }) = commit.readers.as_mut().and_then(|r| r.check_room().err()) else {
-                break commit;
-            };
-            drop(commit);
-            cancel_all(&mut targets);
-            let (Overflow::Block, Wait::Until(deadline)) = (full.overflow, wait) else {
-                Counters::add(&full.refused, 1);
-                return self.refuse(PublishError::Full(draft.event));
-            };
-            ring.wait_for_room(&full.cursor, deadline, || self.refuses(false) || full.has_left());
-            if let Err(give_up) = self.after_wait(wait, &full.refused) {
-                return self.refuse(give_up.with(draft.event));
-            }
-        };
-        let now = Stamp::of(self.clock.now());
-        let seq = commit.next_seq;
-        if let (Some(key), Some(accepted)) = (dedup_key, commit.dedup.as_mut()) {
-            if let Err(original) = accepted.admit(key, now, seq) {
-                drop(commit);
-                // Not accepted, so no subscriber counts it; that includes one whose
-                // filter panicked on it (its hook is not told: there is no envelope).
-                cancel_all(&mut targets);
-                return Ok(self.duplicate_of(original));
-            }
-        }
-        commit.next_seq += 1;
-        let env = self.seal(draft, seq, now);
-        // What the history lets go drops after the lock, with `overwritten`.
-        let mut gone = Vec::new();
-        if let Some(log) = commit.history.as_mut() {
-            log.push(env.clone(), &mut gone);
-        }
-        let mut pushes = 0;
-        for target in &mut targets {
-            if !target.sub.is_active() {
-                if let Plan::Reserved = target.plan {
-                    target.sub.inbox.slots().release(1);
+            let now = Stamp::of(self.clock.now());
+            let seq = commit.next_seq;
+            if let (Some(key), Some(accepted)) = (dedup_key, commit.dedup.as_mut()) {
+                if let Err(original) = accepted.admit(key, now, seq) {
+                    drop(commit);
+                    // Not accepted, so no subscriber counts it; that includes one whose
+                    // filter panicked on it (its hook is not told: there is no envelope).
+                    cancel_all(&mut targets);
+                    return Ok(self.duplicate_of(original));
                 }
-                target.plan = Plan::Skip;
-            } else if matches!(target.plan, Plan::Reserved | Plan::Evict) && target.sub.is_push() {
-                pushes += 1;
             }
-        }
-        // Every ring write is a delivery for each push subscriber on the ring.
-        pushes += commit.readers.as_ref().map_or(0, Readers::runners);
-        self.runtime.in_flight.add(pushes);
-        // Hand-offs run before this thread's inline queue drains, so only where no frame
-        // of this thread is running inline handlers: breadth-first order holds.
-        let may_hand_off = !dispatch::inline_running();
-        let mut accepted = 0;
-        for target in &mut targets {
-            let sub = target.sub;
-            let plan = match std::mem::replace(&mut target.plan, Plan::Skip) {
-                Plan::Reserved if may_hand_off && sub.is_inline() && sub.claim() => {
-                    match sub.hand_off(env.clone()) {
-                        Ok(()) => Plan::HandedOff,
-                        Err(env) => {
-                            // The claim made this publish the subscriber's owner.
-                            sub.enqueue(env, false);
-                            Plan::Queued { submit: true }
+            commit.next_seq += 1;
+            let env = self.seal(draft, seq, now);
+            // What the history lets go drops after the lock, with `overwritten`.
+            let mut gone = Vec::new();
+            if let Some(log) = commit.history.as_mut() {
+                log.push(env.clone(), &mut gone);
+            }
+            let mut pushes = 0;
+            for target in &mut targets {
+                if !target.sub.is_active() {
+                    if let Plan::Reserved = target.plan {
+                        target.sub.inbox.slots().release(1);
+                    }
+                    target.plan = Plan::Skip;
+                } else if matches!(target.plan, Plan::Reserved | Plan::Evict) && target.sub.is_push() {
+                    pushes += 1;
+                }
+            }
+            // Every ring write is a delivery for each push subscriber on the ring.
+            pushes += commit.readers.as_ref().map_or(0, Readers::runners);
+            self.runtime.in_flight.add(pushes);
+            // Hand-offs run before this thread's inline queue drains, so only where no frame
+            // of this thread is running inline handlers: breadth-first order holds.
+            let may_hand_off = !dispatch::inline_running();
+            let mut accepted = 0;
+            for target in &mut targets {
+                let sub = target.sub;
+                let plan = match std::mem::replace(&mut target.plan, Plan::Skip) {
+                    Plan::Reserved if may_hand_off && sub.is_inline() && sub.claim() => {
+                        match sub.hand_off(env.clone()) {
+                            Ok(()) => Plan::HandedOff,
+                            Err(env) => {
+                                // The claim made this publish the subscriber's owner.
+                                sub.enqueue(env, false);
+                                Plan::Queued { submit: true }
+                            }
                         }
                     }
-                }
-                Plan::Reserved => {
-                    sub.enqueue(env.clone(), false);
-                    Plan::Queued { submit: sub.notify() }
-                }
-                Plan::Evict => {
-                    sub.enqueue(env.clone(), true);
-                    Plan::Queued { submit: sub.notify() }
-                }
-                Plan::Drop(reason) => {
-                    sub.dropped_on_arrival(reason);
-                    Plan::Skip
-                }
-                Plan::FilterPanicked(failure) => {
-                    sub.count_filter_failure(&failure);
-                    // Its hook runs after the lock is released.
-                    Plan::FilterPanicked(failure)
-                }
-                Plan::Skip | Plan::Pending | Plan::Queued { .. } | Plan::HandedOff => continue,
-            };
-            accepted += 1;
-            target.plan = plan;
-        }
-        // The ring's readers take every accepted event: one write for all of them.
-        let mut overwritten = None;
-        let mut wake = Vec::new();
-        if let Some(readers) = commit.readers.as_ref().filter(|r| r.len() > 0) {
-            accepted += readers.len();
-            overwritten = readers.write(&env, &mut wake);
-        }
-        drop(commit);
-        // An event the ring or the history let go of may run user code as it drops:
-        // not under the lock.
-        drop(overwritten);
-        drop(gone);
-        if accepted == 0 {
-            self.unrouted.fetch_add(1, Ordering::Relaxed);
-        }
-
-        // Step 4: wake, and tell the error hooks of filters that panicked.
-        for sub in &wake {
-            sub.submit();
-        }
-        let mut inline = false;
-        for target in &mut targets {
-            match &target.plan {
-                Plan::Queued { submit } => {
-                    if *submit {
-                        target.sub.submit();
+                    Plan::Reserved => {
+                        sub.enqueue(env.clone(), false);
+                        Plan::Queued { submit: sub.notify() }
                     }
-                    inline |= target.sub.is_inline();
-                }
-                Plan::HandedOff => inline = true,
-                Plan::FilterPanicked(_) => {
-                    if let Plan::FilterPanicked(failure) = std::mem::replace(&mut target.plan, Plan::Skip) {
-                        target.sub.report_failure(&env, failure);
+                    Plan::Evict => {
+                        sub.enqueue(env.clone(), true);
+                        Plan::Queued { submit: sub.notify() }
                     }
-                }
-                _ => {}
+                    Plan::Drop(reason) => {
+                        sub.dropped_on_arrival(reason);
+                        Plan::Skip
+                    }
+                    Plan::FilterPanicked(failure) => {
+                        sub.count_filter_failure(&failure);
+                        // Its hook runs after the lock is released.
+                        Plan::FilterPanicked(failure)
+                    }
+                    Plan::Skip | Plan::Pending | Plan::Queued { .. } | Plan::HandedOff => continue,
+                };
+                accepted += 1;
+                target.plan = plan;
             }
-        }
-        if inline {
-            // The queued inline subscribers were submitted first: they run after the
-            // hand-offs but before anything the hand-offs' handlers publish.
-            dispatch::inline_frame(|| {
-                for target in &targets {
-                    if let Plan::HandedOff = target.plan {
-                        dispatch::run_inline(target.sub);
+            // The ring's readers take every accepted event: one write for all of them.
+            let mut overwritten = None;
+            let mut wake = Vec::new();
+            if let Some(readers) = commit.readers.as_ref().filter(|r| r.len() > 0) {
+                accepted += readers.len();
+                overwritten = readers.write(&env, &mut wake);
+            }
+            drop(commit);
+            // An event the ring or the history let go of may run user code as it drops:
+            // not under the lock.
+            drop(overwritten);
+            drop(gone);
+            if accepted == 0 {
+                self.unrouted.fetch_add(1, Ordering::Relaxed);
+            }
+
+            // Step 4: wake, and tell the error hooks of filters that panicked.
+            for sub in &wake {
+                sub.submit();
+            }
+            let mut inline = false;
+            for target in &mut targets {
+                match &target.plan {
+                    Plan::Queued { submit } => {
+                        if *submit {
+                            target.sub.submit();
+                        }
+                        inline |= target.sub.is_inline();
                     }
+                    Plan::HandedOff => inline = true,
+                    Plan::FilterPanicked(_) => {
+                        if let Plan::FilterPanicked(failure) = std::mem::replace(&mut target.plan, Plan::Skip) {
+                            target.sub.report_failure(&env, failure);
+                        }
+                    }
+                    _ => {}
                 }
+            }
+            if inline {
+                // The queued inline subscribers were submitted first: they run after the
+                // hand-offs but before anything the hand-offs' handlers publish.
+                dispatch::inline_frame(|| {
+                    for target in &targets {
+                        if let Plan::HandedOff = target.plan {
+                            dispatch::run_inline(target.sub);
+                        }
+                    }
+                });
+            }
+            return Ok(Receipt {
+                id: env.id(),
+                seq,
+                subscribers: accepted,
+                duplicate: false,
             });
         }
-        Ok(Receipt {
-            id: env.id(),
-            seq,
-            subscribers: accepted,
-            duplicate: false,
-        })
     }
 
     /// The receipt of a publish whose key was accepted at `seq`; its event is dropped.
