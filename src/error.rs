@@ -112,6 +112,68 @@ pub enum ReplayError {
     },
 }
 
+/// Exporting a topic's history failed ([`Topic::export`](crate::Topic::export),
+/// feature `serde`).
+#[cfg(feature = "serde")]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The writer failed.
+    #[error("writing the export: {0}")]
+    Io(#[source] std::io::Error),
+    /// An event did not serialize to JSON.
+    #[error("the event at offset {seq} does not serialize: {source}")]
+    Event {
+        /// Its offset.
+        seq: u64,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Importing a history failed, and nothing was imported ([`Topic::import`](crate::Topic::import),
+/// feature `serde`).
+#[cfg(feature = "serde")]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// A line cannot be imported: not UTF-8, not JSON, a missing or mistyped field, an
+    /// unknown format, another topic than the first line's, an offset not above the
+    /// previous line's, an id seen before, an event that does not deserialize, an
+    /// upcaster's refusal, or longer than [`MAX_IMPORT_LINE`](crate::MAX_IMPORT_LINE).
+    #[error("line {line}: {reason}")]
+    Line {
+        /// The line, counting from 1.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The import's first offset does not follow the topic's history: below its next
+    /// offset, or above it while the history holds events.
+    #[error("line {line}: offset {seq} does not follow the topic's history, whose next offset is {next}")]
+    Offsets {
+        /// The line of the first event.
+        line: u64,
+        /// Its offset.
+        seq: u64,
+        /// The topic's next offset.
+        next: u64,
+    },
+    /// The topic keeps no history to import into.
+    #[error("topic `{topic}` keeps no history: set a retention before importing")]
+    NoHistory {
+        /// The topic.
+        topic: String,
+    },
+    /// The topic named in the lines cannot carry this event type on this bus.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// Reading failed.
+    #[error("reading the import: {0}")]
+    Io(#[source] std::io::Error),
+}
+
 /// A subscriber or receiver could not be created.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -238,6 +238,17 @@ impl<E> Log<E> {
         self.trim(now, gone);
     }
 
+    /// An import into an empty history starts at `seq`, published at `stamp`: the
+    /// offsets below it are not kept (nor, conservatively, anything published up to
+    /// `stamp`), unless it starts at the floor.
+    #[cfg(feature = "serde")]
+    pub(crate) fn start_at(&mut self, seq: u64, stamp: Stamp) {
+        if seq > self.floor {
+            self.floor = seq;
+            self.gap_stamp = self.gap_stamp.max(Some(stamp));
+        }
+    }
+
     /// Compaction: the event at `seq` gave way to a newer one with its key.
     fn replace(&mut self, seq: u64, gone: &mut Vec<Envelope<E>>) {
         if let Ok(i) = self.slots.binary_search_by_key(&seq, Slot::seq) {

@@ -318,6 +318,12 @@
 //! delivery policy, dedup window and overflow policy apply to replayed events as to
 //! live ones.
 //!
+//! With the `serde` feature, a history is exported as JSON Lines (one event per line,
+//! with its offset, id, time and metadata) and imported into another bus, all or
+//! nothing, keeping offsets and ids; `examples/event_sourcing.rs` rebuilds an account
+//! service's balances from its history, resumes a projection from a snapshot, and
+//! restores the history after a restart.
+//!
 //! Reading never starts silently somewhere else. An offset whose event was let go (or
 //! was published before the retention was set) is [`ReplayError::Evicted`] with the
 //! oldest offset still available; an offset not yet published is
@@ -358,7 +364,10 @@
 //!
 //! # Features
 //!
-//! - `serde`: `Serialize` for [`BusStats`], [`ShutdownReport`] and the types in them.
+//! - `serde`: `Serialize` for [`BusStats`], [`ShutdownReport`] and the types in them;
+//!   a topic's history exported as JSON Lines and imported back (`Topic::export`,
+//!   `Topic::import`, `Bus::import`, with an upcaster for old event versions:
+//!   `import_with`), which adds `serde_json` to the dependencies.
 
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
@@ -387,6 +396,8 @@ mod dispatch;
 mod envelope;
 #[cfg(not(loom))]
 mod error;
+#[cfg(all(not(loom), feature = "serde"))]
+mod export;
 #[cfg(not(loom))]
 mod history;
 #[cfg(not(loom))]
@@ -459,4 +470,10 @@ pub use crate::{
     subscribe::{HandlerResult, SubscriberBuilder},
     subscription::Subscription,
     topic::{Receipt, Topic},
+};
+
+#[cfg(all(not(loom), feature = "serde"))]
+pub use crate::{
+    error::{ExportError, ImportError},
+    export::MAX_IMPORT_LINE,
 };

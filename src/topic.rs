@@ -396,6 +396,46 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         self.commit.lock().next_seq
     }
 
+    /// Adds imported events to the history, in one hold of the commit lock, after the
+    /// checks that can refuse them (see `Topic::import`).
+    #[cfg(feature = "serde")]
+    pub(crate) fn import(&self, records: Vec<crate::export::Record<E>>) -> Result<u64, crate::error::ImportError> {
+        use crate::error::ImportError;
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(0);
+        };
+        let (line, first_seq, last_seq) = (first.line, first.seq, last.seq);
+        let imported = records.len() as u64;
+        // Built before the lock: allocations, and nothing that can refuse.
+        let envelopes: Vec<Envelope<E>> = records
+            .into_iter()
+            .map(|record| record.into_envelope(self.name.clone()))
+            .collect();
+        let mut gone = Vec::new();
+        let mut commit = self.commit.lock();
+        let next = commit.next_seq;
+        let Some(log) = commit.history.as_mut() else {
+            return Err(ImportError::NoHistory {
+                topic: self.name.to_string(),
+            });
+        };
+        if first_seq < next || (first_seq > next && log.len() > 0) {
+            return Err(ImportError::Offsets {
+                line,
+                seq: first_seq,
+                next,
+            });
+        }
+        log.start_at(first_seq, envelopes[0].stamp());
+        for env in envelopes {
+            log.push(env, &mut gone);
+        }
+        commit.next_seq = last_seq + 1;
+        drop(commit);
+        drop(gone);
+        Ok(imported)
+    }
+
     /// Whether reading from `from` works now (a subscriber checks before it starts
     /// threads; `join_at` checks again under the lock).
     pub(crate) fn check_start(&self, from: Offset) -> Result<(), ReplayError> {
