@@ -663,4 +663,24 @@ pub mod memory {
         let per_event = (full - live_bytes()) as f64 / QUEUED as f64;
         per_event - std::mem::size_of::<Payload>() as f64
     }
+
+    /// Bytes per event that keeping a history adds when the events are alive anyway
+    /// (an unbounded receiver holds all 10,000): the history's own slots, measured as
+    /// what `clear_retention()` gives back while the receiver still holds the events.
+    pub fn history_own_bytes_per_event() -> f64 {
+        let bus = crier::Bus::new();
+        let topic = bus.topic::<Payload>();
+        let holder = topic.subscriber().unbounded().receiver().expect("bus is open");
+        topic
+            .set_retention(crier::Retention::last(QUEUED as usize))
+            .expect("a valid retention");
+        for n in 0..QUEUED {
+            topic.publish(Payload::new(n)).expect("no subscriber refuses");
+        }
+        let full = live_bytes();
+        topic.clear_retention();
+        let per_event = (full - live_bytes()) as f64 / QUEUED as f64;
+        drop(holder);
+        per_event
+    }
 }
