@@ -408,6 +408,23 @@ pub(crate) fn read<E>(
     Ok(collect(log, start, end, next))
 }
 
+/// The events published from `from` (as `Offset::Since(from)`) up to the first one
+/// published at or after `until`.
+pub(crate) fn read_between<E>(
+    log: Option<&Log<E>>,
+    from: SystemTime,
+    until: SystemTime,
+    next: u64,
+    now: Stamp,
+) -> Result<History<E>, ReplayError> {
+    let mut history = read(log, Offset::Since(from), Bound::Unbounded, next, now)?;
+    let until = Stamp::of(until);
+    let end = history.events.iter().position(|env| env.stamp() >= until);
+    // The log still holds what is cut off: no event is dropped here.
+    history.events.truncate(end.unwrap_or(history.events.len()));
+    Ok(history)
+}
+
 /// Every event kept.
 pub(crate) fn read_all<E>(log: Option<&Log<E>>, next: u64) -> History<E> {
     collect(log, 0, Bound::Unbounded, next)

@@ -304,7 +304,8 @@
 //!
 //! Reading it: [`Topic::history`] (a snapshot of all of it), [`Topic::history_from`]
 //! an [`Offset`] (`Earliest`, `Latest`, `At(seq)`, `Since(time)`),
-//! [`Topic::history_range`] by offsets, [`Topic::oldest_offset`] and
+//! [`Topic::history_range`] by offsets, [`Topic::history_between`] by times,
+//! [`Topic::oldest_offset`] and
 //! [`Topic::next_offset`], and [`Topic::replay`], which folds the history into a
 //! closure and returns the offset to continue from: rebuild a projection, save it with
 //! that offset, and later apply only what came after.

@@ -23,6 +23,9 @@ enum Item<T> {
     Wake,
 }
 
+/// Items taken out of a mailbox to be put back (see [`Mailbox::take_queued`]).
+pub(crate) struct Queued<T>(Vec<Item<T>>);
+
 pub(crate) enum Pop<T> {
     Item(T),
     Timeout,
@@ -103,6 +106,20 @@ impl<T> Mailbox<T> {
         self.record_depth(self.slots.capacity());
         // A consumer may have emptied the queue meanwhile; then nothing is evicted.
         self.pop()
+    }
+
+    /// Takes out everything queued, in order, markers included, without releasing their
+    /// slots: for [`put_back`](Self::put_back) once something was queued ahead of them.
+    /// Only while nobody pushes or pops (see `TopicCore::join_at`).
+    pub(crate) fn take_queued(&self) -> Queued<T> {
+        Queued(self.rx.try_iter().collect())
+    }
+
+    /// Queues again, behind what was queued since, what `take_queued` took.
+    pub(crate) fn put_back(&self, queued: Queued<T>) {
+        for item in queued.0 {
+            let _ = self.tx.send(item);
+        }
     }
 
     /// Pushes whatever the capacity, without evicting: the mailbox may hold more than

@@ -46,7 +46,9 @@
 //! members without a cut: a publish already under way may or may not reach them,
 //! which is the ordinary "a subscriber added during a dispatch" rule.
 //!
-//! loom model: `loom_joining_at_a_cut_gets_every_offset_once` in `loom_tests`.
+//! loom models: `loom_joining_at_a_cut_gets_every_offset_once` and, for a join whose
+//! filter screens the history outside the lock (see `TopicCore::join_at`),
+//! `loom_joining_at_a_cut_with_a_filter_keeps_the_history_first`, in `loom_tests`.
 
 use std::sync::Arc;
 

@@ -266,14 +266,16 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// subscriber handles its replay on the subscribing thread, before `subscribe`
     /// returns.
     ///
-    /// A subscriber that starts in the history keeps a mailbox of its own (never the
-    /// topic's broadcast ring), and cannot have a [`filter`](Self::filter) yet.
+    /// Its [`filter`](Self::filter) screens replayed events too, on the subscribing
+    /// thread, with no lock held; live events published meanwhile are queued behind
+    /// the replay. A subscriber that starts in the history keeps a mailbox of its own
+    /// (never the topic's broadcast ring).
     ///
     /// # Errors
     ///
     /// At `subscribe`, `receiver` or `ack_receiver`: [`SubscribeError::Replay`] if the
     /// history cannot be read from `from` ([`ReplayError`](crate::ReplayError):
-    /// evicted, or not yet published); [`SubscribeError::InvalidPolicy`] with a filter.
+    /// evicted, or not yet published).
     ///
     /// # Example
     ///
@@ -419,11 +421,6 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             return Err(SubscribeError::Closed);
         }
         if self.start_at != Offset::Latest {
-            if self.filter.is_some() {
-                return Err(SubscribeError::InvalidPolicy {
-                    reason: "a subscriber that starts in the history cannot have a filter yet: filter in the handler",
-                });
-            }
             // Before any thread starts; `join` checks again under the topic's lock.
             self.topic.core.check_start(self.start_at)?;
         }

@@ -271,6 +271,10 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         self.consumer == Consumer::Handler(Dispatch::Inline)
     }
 
+    pub(crate) fn has_filter(&self) -> bool {
+        self.filter.is_some()
+    }
+
     /// Runs the filter, containing a panic.
     pub(crate) fn admits(&self, event: &E) -> Admission {
         let Some(filter) = &self.filter else {

@@ -47,7 +47,7 @@
 
 use std::fmt;
 use std::ops::{Bound, RangeBounds};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::broadcast::{Reader, Readers, RingSubscriber, Seat};
 use crate::bus::BusShared;
@@ -388,6 +388,10 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         self.with_history(|log, next, _| history::read_all(log, next))
     }
 
+    fn history_between(&self, from: SystemTime, until: SystemTime) -> Result<History<E>, ReplayError> {
+        self.with_history(|log, next, now| history::read_between(log, from, until, next, now))
+    }
+
     fn oldest_offset(&self) -> Option<u64> {
         self.with_history(|log, _, _| log.and_then(Log::oldest))
     }
@@ -442,11 +446,21 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         self.with_history(|log, next, now| history::read(log, from, Bound::Excluded(0), next, now).map(drop))
     }
 
-    /// Adds a subscriber with a mailbox of its own that starts at `from`: in one hold
-    /// of the commit lock, the history from `from` is queued for it and it joins the
-    /// roster at a cut (see `roster`), so it gets every offset from `from` on exactly
-    /// once, the history first. Then starts its runner on what was queued (an inline
-    /// subscriber runs it here, as a publish would).
+    /// Adds a subscriber with a mailbox of its own that starts at `from` (`roster` says
+    /// why it gets every offset from `from` on exactly once, the history first):
+    /// 1. under the commit lock: the history from `from`, and the roster at a cut;
+    /// 2. with a filter, the filter screens that history with no lock held (it is user
+    ///    code). Live events may be queued for the subscriber meanwhile, and nothing
+    ///    takes them: a push subscriber's schedule was claimed in step 1 (this thread
+    ///    owns its runs until it submits it), and a receiver is not yet in its caller's
+    ///    hands;
+    /// 3. under the commit lock again, so no publish pushes meanwhile: what was queued
+    ///    since step 1 is taken out, the history queued, and the rest put back behind
+    ///    it. Without a filter, nothing is queued between steps 1 and 3: they are one
+    ///    hold of the lock.
+    ///
+    /// Then it submits the subscriber to run what was queued (an inline one runs here,
+    /// as for a publish).
     pub(crate) fn join_at(&self, sub: &Arc<Subscriber<E>>, from: Offset) -> Result<(), ReplayError> {
         let now = Stamp::of(self.clock.now());
         let mut gone = Vec::new();
@@ -455,14 +469,33 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             log.trim(now, &mut gone);
         }
         let read = history::read(commit.history.as_ref(), from, Bound::Unbounded, commit.next_seq, now);
-        let history = match read {
-            Ok(history) => history,
+        let history: Vec<Envelope<E>> = match read {
+            Ok(history) => history.into_iter().collect(),
             Err(error) => {
                 drop(commit);
                 return Err(error);
             }
         };
+        // Brand new, so idle: the claim cannot fail.
+        let owned = sub.is_push() && sub.claim();
         self.subscribers.add_at_cut(sub.clone(), &mut commit.cut);
+        let mut failed = Vec::new();
+        let (commit, history, queued) = if sub.has_filter() {
+            drop(commit);
+            let mut kept = Vec::with_capacity(history.len());
+            for env in history {
+                match sub.admits(&env) {
+                    Admission::Yes => kept.push(env),
+                    Admission::No => {}
+                    Admission::FilterPanicked(failure) => failed.push((env, failure)),
+                }
+            }
+            let commit = self.commit.lock();
+            let queued = sub.inbox.take_queued();
+            (commit, kept, Some(queued))
+        } else {
+            (commit, history, None)
+        };
         if sub.is_push() {
             // Before the pushes, as for a publish: a runner never takes it below zero.
             self.runtime.in_flight.add(history.len());
@@ -470,9 +503,18 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         for env in history {
             sub.replay(env);
         }
+        for (_, failure) in &failed {
+            sub.count_filter_failure(failure);
+        }
+        if let Some(queued) = queued {
+            sub.inbox.put_back(queued);
+        }
         drop(commit);
         drop(gone);
-        if sub.notify() {
+        for (env, failure) in failed {
+            sub.report_failure(&env, failure);
+        }
+        if owned {
             sub.submit();
             if sub.is_inline() {
                 dispatch::inline_frame(|| {});
@@ -1104,6 +1146,40 @@ impl<E: Send + Sync + 'static> Topic<E> {
             Bound::Unbounded => Offset::Earliest,
         };
         self.core.read_history(from, offsets.end_bound().cloned())
+    }
+
+    /// A snapshot of the events kept that were published from `from` (as
+    /// [`Offset::Since`]) until `until`: up to, and without, the first one published
+    /// at or after `until`. Times are on the bus [`Clock`].
+    ///
+    /// # Errors
+    ///
+    /// As [`history_from`](Self::history_from) with [`Offset::Since`]`(from)`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use crier::{testing::ManualClock, Bus, Retention};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let clock = ManualClock::new();
+    /// let bus = Bus::builder().clock(clock.clone()).build()?;
+    /// let logins = bus.topic::<&str>();
+    /// logins.set_retention(Retention::within(Duration::from_secs(86_400)))?;
+    /// for user in ["ann", "bo", "cy"] {
+    ///     logins.publish(user)?;
+    ///     clock.advance(Duration::from_secs(3_600));
+    /// }
+    /// let second_hour = logins.history_between(
+    ///     UNIX_EPOCH + Duration::from_secs(3_600),
+    ///     UNIX_EPOCH + Duration::from_secs(7_200),
+    /// )?;
+    /// assert_eq!(second_hour.iter().map(|env| **env).collect::<Vec<_>>(), ["bo"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn history_between(&self, from: SystemTime, until: SystemTime) -> Result<History<E>, ReplayError> {
+        self.core.history_between(from, until)
     }
 
     /// Folds the history from `from` into `apply`, oldest first, and returns the offset

@@ -436,6 +436,7 @@ enum Op {
     Advance(u64),
     ReadAt(u64),
     ReadSince(u64),
+    ReadBetween(u64, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -444,6 +445,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0_u64..40).prop_map(Op::Advance),
         1 => (0_u64..80).prop_map(Op::ReadAt),
         1 => (0_u64..400).prop_map(Op::ReadSince),
+        1 => (0_u64..400, 0_u64..400).prop_map(|(a, b)| Op::ReadBetween(a, b)),
     ]
 }
 
@@ -513,6 +515,16 @@ proptest! {
                     } else {
                         let first = model.kept.iter().position(|e| e.2 >= t).unwrap_or(model.kept.len());
                         Ok(model.kept[first..].iter().map(|e| e.0).collect())
+                    };
+                    prop_assert_eq!(got, expected);
+                }
+                Op::ReadBetween(from, until) => {
+                    model.trim(now);
+                    let got = topic.history_between(secs(from), secs(until)).map(seqs);
+                    let expected = if model.gap.is_some_and(|gap| gap >= from) {
+                        Err(ReplayError::Evicted { requested: Offset::Since(secs(from)), oldest: model.floor })
+                    } else {
+                        Ok(model.kept.iter().filter(|e| e.2 >= from && e.2 < until).map(|e| e.0).collect())
                     };
                     prop_assert_eq!(got, expected);
                 }

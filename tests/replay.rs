@@ -145,18 +145,78 @@ fn an_evicted_or_future_offset_is_a_typed_error_and_subscribes_nothing() {
     assert_eq!(rx.try_iter().map(|env| *env).collect::<Vec<_>>(), [3, 4]);
 }
 
+/// A filter screens the replay as it screens live events; a filter that panics on a
+/// replayed event fails that event (counted, and the error hook is told).
 #[test]
-fn a_filter_with_a_start_offset_is_refused_for_now() {
-    let bus = Bus::new();
-    let topic = bus.topic::<u32>();
-    topic.set_retention(Retention::last(2)).unwrap();
-    let refused = topic
-        .subscriber()
-        .filter(|n| n % 2 == 0)
-        .start_at(Offset::Earliest)
-        .receiver()
-        .unwrap_err();
-    assert!(matches!(refused, SubscribeError::InvalidPolicy { .. }));
+fn a_filter_screens_the_replay() {
+    for dispatch in [Dispatch::Pool, Dispatch::Inline] {
+        let (bus, seen) = recorded(dispatch);
+        let topic = bus.topic::<u32>();
+        topic.set_retention(Retention::last(100)).unwrap();
+        for n in 0..10 {
+            topic.publish(n).unwrap();
+        }
+        let hooked = Arc::new(AtomicU64::new(0));
+        let hook = hooked.clone();
+        let log = seen.clone();
+        let sub = topic
+            .subscriber()
+            .filter(|n| {
+                assert_ne!(*n, 7, "seven is unlucky");
+                n % 2 == 1
+            })
+            .on_error(move |_| {
+                hook.fetch_add(1, Ordering::Relaxed);
+            })
+            .start_at(Offset::At(2))
+            .subscribe(move |env: &Envelope<u32>| log.lock().unwrap().push(**env))
+            .unwrap();
+        topic.publish(11).unwrap();
+        topic.publish(12).unwrap();
+        bus.wait_idle(WAIT).unwrap();
+        assert_eq!(*seen.lock().unwrap(), [3, 5, 9, 11], "{dispatch:?}");
+        let stats = sub.stats();
+        assert_eq!((stats.accepted, stats.delivered, stats.failed), (5, 4, 1));
+        assert_eq!(hooked.load(Ordering::Relaxed), 1);
+        assert!(stats.is_balanced());
+    }
+}
+
+/// Events published while the filter screens the replay (here, by the filter itself,
+/// on the subscribing thread) are queued behind the replay, not ahead of it.
+#[test]
+fn events_published_while_the_replay_is_screened_come_after_it() {
+    for dispatch in [Dispatch::Pool, Dispatch::Inline] {
+        let (bus, seen) = recorded(dispatch);
+        let topic = bus.topic::<u32>();
+        topic.set_retention(Retention::last(100)).unwrap();
+        for n in 0..3 {
+            topic.publish(n).unwrap();
+        }
+        let publisher = topic.clone();
+        let once = Arc::new(AtomicU64::new(0));
+        let log = seen.clone();
+        let rx = topic
+            .subscriber()
+            .filter(move |n| {
+                if *n == 1 && once.fetch_add(1, Ordering::Relaxed) == 0 {
+                    publisher.publish(100).unwrap();
+                }
+                true
+            })
+            .start_at(Offset::Earliest)
+            .receiver()
+            .unwrap();
+        let _sub = topic
+            .subscriber()
+            .start_at(Offset::Earliest)
+            .subscribe(move |env: &Envelope<u32>| log.lock().unwrap().push(**env))
+            .unwrap();
+        bus.wait_idle(WAIT).unwrap();
+        assert_eq!(rx.try_iter().map(|env| *env).collect::<Vec<_>>(), [0, 1, 2, 100]);
+        assert_eq!(*seen.lock().unwrap(), [0, 1, 2, 100], "{dispatch:?}");
+        assert!(rx.stats().is_balanced());
+    }
 }
 
 /// A replay under `DropOldest` keeps the last `capacity` events, and the receiver is
@@ -317,7 +377,8 @@ fn unsubscribing_during_a_replay_accounts_for_the_rest() {
 }
 
 /// H4: subscribers join at an offset while publishers run at full speed; each gets
-/// every offset from its start exactly once, in order.
+/// every offset from its start exactly once, in order (those with a filter, every one
+/// it passes).
 #[test]
 fn joining_while_publishers_run_has_no_gap_and_no_duplicate() {
     with_deadline(Duration::from_secs(120), || {
@@ -335,16 +396,15 @@ fn joining_while_publishers_run_has_no_gap_and_no_duplicate() {
                 })
             })
             .collect();
+        // Every other receiver only wants even events: its filter screens the replay
+        // while live events keep coming.
         let mut joined = Vec::new();
         while joined.len() < 200 {
             let from = topic.next_offset().saturating_sub(50);
-            let rx = topic
-                .subscriber()
-                .unbounded()
-                .start_at(Offset::At(from))
-                .receiver()
-                .unwrap();
-            joined.push((from, rx));
+            let even = joined.len() % 2 == 1;
+            let builder = topic.subscriber().unbounded().start_at(Offset::At(from));
+            let builder = if even { builder.filter(|n| n % 2 == 0) } else { builder };
+            joined.push((from, even, builder.receiver().unwrap()));
         }
         // Push subscribers on the pool join the same way.
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -362,9 +422,13 @@ fn joining_while_publishers_run_has_no_gap_and_no_duplicate() {
         bus.wait_idle(WAIT).unwrap();
         let next = topic.next_offset();
         assert_eq!(next, 2 * events);
-        for (from, rx) in &joined {
+        let events: Vec<u64> = topic.history().iter().map(|env| **env).collect();
+        for (from, even, rx) in &joined {
             let got: Vec<u64> = rx.try_iter().map(|env| env.seq()).collect();
-            assert_eq!(got, (*from..next).collect::<Vec<_>>(), "receiver from {from}");
+            let expected: Vec<u64> = (*from..next)
+                .filter(|&seq| !even || events[seq as usize] % 2 == 0)
+                .collect();
+            assert_eq!(got, expected, "receiver from {from}, even only: {even}");
         }
         assert_eq!(*seen.lock().unwrap(), (from..next).collect::<Vec<_>>());
     });
