@@ -804,23 +804,30 @@ impl CutTopic {
     }
 }
 
+/// Two publishers publish one event each while this thread joins with `join`; returns
+/// what the member got.
+fn join_while_two_publish(join: impl FnOnce(&CutTopic) -> Arc<Mutex<Vec<u64>>>) -> Vec<u64> {
+    let topic = Arc::new(CutTopic::new());
+    let publishers: Vec<_> = (0..2)
+        .map(|_| {
+            let topic = topic.clone();
+            thread::spawn(move || topic.publish())
+        })
+        .collect();
+    let member = join(&topic);
+    for publisher in publishers {
+        publisher.join().unwrap();
+    }
+    let seen = member.lock().unwrap().clone();
+    seen
+}
+
 #[test]
 fn loom_joining_at_a_cut_with_a_filter_keeps_the_history_first() {
     // K6 with a filter: live events queued while the history is screened end up
     // behind it, and nothing is missed or doubled.
     loom::model(|| {
-        let topic = Arc::new(CutTopic::new());
-        let publishers: Vec<_> = (0..2)
-            .map(|_| {
-                let topic = topic.clone();
-                thread::spawn(move || topic.publish())
-            })
-            .collect();
-        let member = topic.join_at_screened(0);
-        for publisher in publishers {
-            publisher.join().unwrap();
-        }
-        let seen = member.lock().unwrap().clone();
+        let seen = join_while_two_publish(|topic| topic.join_at_screened(0));
         assert_eq!(seen, [0, 1]);
     });
 }
@@ -832,18 +839,7 @@ fn loom_joining_at_a_cut_gets_every_offset_once() {
     // the cut, then the live ones (none twice, none missed by a publish that read the
     // roster before the join).
     loom::model(|| {
-        let topic = Arc::new(CutTopic::new());
-        let publishers: Vec<_> = (0..2)
-            .map(|_| {
-                let topic = topic.clone();
-                thread::spawn(move || topic.publish())
-            })
-            .collect();
-        let member = topic.join_at(0);
-        for publisher in publishers {
-            publisher.join().unwrap();
-        }
-        let seen = member.lock().unwrap().clone();
+        let seen = join_while_two_publish(|topic| topic.join_at(0));
         assert_eq!(seen, [0, 1]);
     });
 }

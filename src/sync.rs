@@ -135,7 +135,8 @@ impl Condvar {
 #[cfg(not(loom))]
 pub(crate) use parking_lot::RwLock;
 
-/// loom's `RwLock` with parking_lot's API (`read()` and `write()` never fail).
+/// loom's `RwLock` with parking_lot's API (`read()` and `write()` never fail: poisoned
+/// only after a panic inside the model, which loom reports itself).
 #[cfg(loom)]
 #[derive(Debug)]
 pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);

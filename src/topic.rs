@@ -17,9 +17,12 @@
 //!    `BlockTimeout` cancel every reservation, sleep until that mailbox has space, and
 //!    start step 2 again. Nothing is held while sleeping, so two blocked publishers can
 //!    never wait on each other.
-//! 3. **Commit**, under the topic's commit lock: refuse if closed (see `refuses`); take the
+//! 3. **Commit**, under the topic's commit lock: refuse if closed (see `refuses`); if a
+//!    subscriber joined at a cut since step 1 (its ticket is stale, see `roster`), cancel
+//!    every reservation and start again at step 1; take the
 //!    next `seq` (so numbers are gap-free: only an accepted event takes one); build the
-//!    envelope (one `Arc` for every subscriber); add the push deliveries to `in_flight`
+//!    envelope (one `Arc` for every subscriber); append it to the history if the topic
+//!    keeps one (see `history`); add the push deliveries to `in_flight`
 //!    before pushing (a consumer can never take it below the truth); skip subscribers
 //!    that unsubscribed meanwhile; push and `notify` each subscriber's schedule. Pushes
 //!    never block, so the lock is held briefly. One lock per topic also means every

@@ -22,6 +22,17 @@ fn recorded(dispatch: Dispatch) -> (Bus, Arc<Mutex<Vec<u32>>>) {
     (bus, Arc::new(Mutex::new(Vec::new())))
 }
 
+/// A bus whose `u32` topic keeps its history and has published `0..n`.
+fn published(n: u32) -> (Bus, crier::Topic<u32>) {
+    let bus = Bus::new();
+    let topic = bus.topic::<u32>();
+    topic.set_retention(Retention::last(100)).unwrap();
+    for event in 0..n {
+        topic.publish(event).unwrap();
+    }
+    (bus, topic)
+}
+
 /// Every kind of push subscriber: the history from the offset, then live events.
 #[test]
 fn a_push_subscriber_gets_the_history_from_its_offset_then_live_events() {
@@ -56,12 +67,7 @@ fn a_push_subscriber_gets_the_history_from_its_offset_then_live_events() {
 
 #[test]
 fn receivers_and_ack_receivers_start_at_an_offset_too() {
-    let bus = Bus::new();
-    let topic = bus.topic::<u32>();
-    topic.set_retention(Retention::last(100)).unwrap();
-    for n in 0..3 {
-        topic.publish(n).unwrap();
-    }
+    let (_bus, topic) = published(3);
     let rx = topic.subscriber().start_at(Offset::Earliest).receiver().unwrap();
     let acks = topic
         .subscriber()
@@ -223,12 +229,7 @@ fn events_published_while_the_replay_is_screened_come_after_it() {
 /// told how many it missed, as if they had been published into a full mailbox.
 #[test]
 fn a_drop_oldest_replay_keeps_the_newest_and_reports_the_lag() {
-    let bus = Bus::new();
-    let topic = bus.topic::<u32>();
-    topic.set_retention(Retention::last(100)).unwrap();
-    for n in 0..10 {
-        topic.publish(n).unwrap();
-    }
+    let (_bus, topic) = published(10);
     let rx = topic
         .subscriber()
         .capacity(3)
@@ -245,12 +246,7 @@ fn a_drop_oldest_replay_keeps_the_newest_and_reports_the_lag() {
 
 #[test]
 fn a_drop_newest_replay_keeps_the_oldest_capacity_and_counts_the_rest() {
-    let bus = Bus::new();
-    let topic = bus.topic::<u32>();
-    topic.set_retention(Retention::last(100)).unwrap();
-    for n in 0..10 {
-        topic.publish(n).unwrap();
-    }
+    let (_bus, topic) = published(10);
     let rx = topic
         .subscriber()
         .capacity(4)
@@ -268,12 +264,7 @@ fn a_drop_newest_replay_keeps_the_oldest_capacity_and_counts_the_rest() {
 /// publishes then meet a full mailbox until the receiver catches up.
 #[test]
 fn a_reject_replay_is_queued_whole_and_live_publishes_wait_for_room() {
-    let bus = Bus::new();
-    let topic = bus.topic::<u32>();
-    topic.set_retention(Retention::last(100)).unwrap();
-    for n in 0..10 {
-        topic.publish(n).unwrap();
-    }
+    let (_bus, topic) = published(10);
     let rx = topic
         .subscriber()
         .capacity(4)
@@ -352,12 +343,7 @@ fn wait_idle_waits_for_a_replay() {
 /// Unsubscribing in the middle of a replay counts what was not reached as dropped.
 #[test]
 fn unsubscribing_during_a_replay_accounts_for_the_rest() {
-    let bus = Bus::new();
-    let topic = bus.topic::<u32>();
-    topic.set_retention(Retention::last(100)).unwrap();
-    for n in 0..50 {
-        topic.publish(n).unwrap();
-    }
+    let (bus, topic) = published(50);
     let rx = topic.subscriber().start_at(Offset::Earliest).receiver().unwrap();
     for _ in 0..10 {
         rx.recv().unwrap();
