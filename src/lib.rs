@@ -441,6 +441,8 @@ pub mod testing;
 mod timer;
 #[cfg(not(loom))]
 mod topic;
+#[cfg(not(loom))]
+mod topic_history;
 
 #[cfg(loom)]
 mod in_flight;
