@@ -140,7 +140,7 @@ pub enum ExportError {
 pub enum ImportError {
     /// A line cannot be imported: not UTF-8, not JSON, a missing or mistyped field, an
     /// unknown format, another topic than the first line's, an offset not above the
-    /// previous line's, an id seen before, an event that does not deserialize, an
+    /// previous line's, an id whose low half is not its offset, an event that does not deserialize, an
     /// upcaster's refusal, or longer than [`MAX_IMPORT_LINE`](crate::MAX_IMPORT_LINE).
     #[error("line {line}: {reason}")]
     Line {

@@ -20,11 +20,12 @@
 //! An import is all or nothing: every line is read, checked and converted first, and
 //! only then, in one hold of the topic's commit lock, are the events added to the
 //! history, keeping their offsets, ids and metadata. The first error (with its line
-//! number) leaves the topic as it was. A line longer than [`MAX_IMPORT_LINE`] is refused as
-//! soon as that many bytes were read, so memory while reading is bounded by the
-//! events read so far, never by what a line claims.
+//! number) leaves the topic as it was. Memory while reading is bounded: a line longer
+//! than [`MAX_IMPORT_LINE`] is refused as soon as that many bytes were read, and into
+//! a history bounded by count (not compacted) only the newest events it can keep are
+//! held, the older ones checked and counted as evicted.
 
-use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::io::{BufRead, Read, Write};
 
 use serde::de::DeserializeOwned;
@@ -83,7 +84,6 @@ struct LineIn {
 
 /// One event read from an import, before it has a topic.
 pub(crate) struct Record<E> {
-    pub(crate) line: u64,
     pub(crate) seq: u64,
     id: EventId,
     published_at: Stamp,
@@ -116,10 +116,24 @@ impl<E> Record<E> {
     }
 }
 
-/// What an import read: the topic the lines name, and their events, oldest first.
+/// What an import read.
 pub(crate) struct Parsed<E> {
-    pub(crate) topic: Option<String>,
-    pub(crate) records: Vec<Record<E>>,
+    /// The first line: its number, offset and publish time (`None`: no line).
+    pub(crate) first: Option<(u64, u64, Stamp)>,
+    /// The events kept, oldest first: all of them, or the last `keep` (see [`read`]).
+    pub(crate) records: VecDeque<Record<E>>,
+    /// The events read but not kept, if any.
+    pub(crate) skipped: Option<Skipped>,
+}
+
+/// Events an import read and checked but did not keep: its topic's retention would
+/// let them go as soon as the newer ones came.
+pub(crate) struct Skipped {
+    pub(crate) count: u64,
+    /// The offset of the last one.
+    pub(crate) last_seq: u64,
+    /// The newest publish time among them.
+    pub(crate) newest: Stamp,
 }
 
 fn id_text(id: EventId) -> String {
@@ -166,16 +180,23 @@ pub(crate) fn write<'a, E: Serialize + 'a>(
 }
 
 /// Reads and checks every line (see the module docs), converting each event through
-/// `upcast`.
+/// `upcast`. At the first line, `keep` learns the topic the lines name and says how
+/// many of the newest events to keep (`None`: all), or refuses the import: so a
+/// history bounded by count is imported in memory bounded by that count.
 pub(crate) fn read<E: DeserializeOwned>(
     mut reader: impl BufRead,
     upcast: &mut Upcast<'_>,
+    keep: impl FnOnce(&str) -> Result<Option<usize>, ImportError>,
 ) -> Result<Parsed<E>, ImportError> {
     let mut parsed = Parsed {
-        topic: None,
-        records: Vec::new(),
+        first: None,
+        records: VecDeque::new(),
+        skipped: None,
     };
-    let mut ids = HashSet::new();
+    let mut keep = Some(keep);
+    let mut kept = None;
+    let mut topic = String::new();
+    let mut previous: Option<u64> = None;
     let mut buf = Vec::new();
     let mut line = 0_u64;
     loop {
@@ -200,27 +221,26 @@ pub(crate) fn read<E: DeserializeOwned>(
         if raw.format != FORMAT {
             return Err(fail(format!("format {} (this version reads {FORMAT})", raw.format)));
         }
-        match &parsed.topic {
-            Some(topic) if *topic != raw.topic => {
-                return Err(fail(format!(
-                    "topic `{}` after `{topic}`: one topic per import",
-                    raw.topic
-                )))
-            }
-            Some(_) => {}
-            None => parsed.topic = Some(raw.topic.clone()),
+        if let Some(keep) = keep.take() {
+            kept = keep(&raw.topic)?;
+            topic.clone_from(&raw.topic);
+        } else if raw.topic != topic {
+            return Err(fail(format!(
+                "topic `{}` after `{topic}`: one topic per import",
+                raw.topic
+            )));
         }
-        if let Some(previous) = parsed.records.last() {
-            if raw.seq <= previous.seq {
-                return Err(fail(format!(
-                    "offset {} after offset {}: offsets must increase",
-                    raw.seq, previous.seq
-                )));
-            }
+        if let Some(previous) = previous.filter(|&previous| raw.seq <= previous) {
+            return Err(fail(format!(
+                "offset {} after offset {previous}: offsets must increase",
+                raw.seq
+            )));
         }
+        previous = Some(raw.seq);
+        // An id's low half is its offset: with increasing offsets, no id comes twice.
         let id = parse_id(&raw.id).map_err(fail)?;
-        if !ids.insert(id) {
-            return Err(fail(format!("id {id} appears twice")));
+        if id.as_u128() as u64 != raw.seq {
+            return Err(fail(format!("id {id} does not end with its offset {}", raw.seq)));
         }
         let correlation_id = parse_id(&raw.correlation_id).map_err(fail)?;
         let causation_id = raw.causation_id.as_deref().map(parse_id).transpose().map_err(fail)?;
@@ -231,11 +251,12 @@ pub(crate) fn read<E: DeserializeOwned>(
         for (name, value) in raw.headers {
             headers.push(name, value);
         }
-        parsed.records.push(Record {
-            line,
+        let published_at = Stamp(raw.published_at);
+        parsed.first.get_or_insert((line, raw.seq, published_at));
+        parsed.records.push_back(Record {
             seq: raw.seq,
             id,
-            published_at: Stamp(raw.published_at),
+            published_at,
             key: raw.key,
             idempotency_key: raw.idempotency_key,
             headers,
@@ -243,6 +264,18 @@ pub(crate) fn read<E: DeserializeOwned>(
             causation_id,
             event,
         });
+        if kept.is_some_and(|kept| parsed.records.len() > kept) {
+            if let Some(gone) = parsed.records.pop_front() {
+                let skipped = parsed.skipped.get_or_insert(Skipped {
+                    count: 0,
+                    last_seq: gone.seq,
+                    newest: gone.published_at,
+                });
+                skipped.count += 1;
+                skipped.last_seq = gone.seq;
+                skipped.newest = skipped.newest.max(gone.published_at);
+            }
+        }
     }
 }
 
@@ -315,8 +348,10 @@ impl<E: Send + Sync + 'static> Topic<E> {
     ///
     /// All or nothing: every line is read and checked before any event is added, and
     /// any error leaves the topic as it was (see [`ImportError`]). The events are held
-    /// in memory until then; a line longer than [`MAX_IMPORT_LINE`] is refused as soon as that
-    /// many bytes were read.
+    /// in memory until then: with a retention of `n` events that is not compacted, only
+    /// the newest `n` (the older ones would be let go at once, and count as evicted);
+    /// otherwise all of them. A line longer than [`MAX_IMPORT_LINE`] is refused as
+    /// soon as that many bytes were read.
     ///
     /// # Errors
     ///
@@ -356,9 +391,9 @@ impl<E: Send + Sync + 'static> Topic<E> {
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let v1 = concat!(
-    ///     r#"{"format":1,"topic":"deposits","seq":0,"id":"0000000000000000000000000000000a","#,
+    ///     r#"{"format":1,"topic":"deposits","seq":0,"id":"000000000000000a0000000000000000","#,
     ///     r#""published_at":0,"key":null,"idempotency_key":null,"headers":[],"#,
-    ///     r#""correlation_id":"0000000000000000000000000000000a","causation_id":null,"#,
+    ///     r#""correlation_id":"000000000000000a0000000000000000","causation_id":null,"#,
     ///     r#""schema":1,"event":{"amount":250}}"#,
     /// );
     /// let bus = Bus::new();
@@ -381,8 +416,8 @@ impl<E: Send + Sync + 'static> Topic<E> {
     where
         E: DeserializeOwned,
     {
-        let parsed = read::<E>(reader, &mut upcast)?;
-        self.core.import(parsed.records)
+        let parsed = read::<E>(reader, &mut upcast, |_| self.core.import_keeps())?;
+        self.core.import(parsed)
     }
 }
 
@@ -415,12 +450,17 @@ impl Bus {
     where
         E: DeserializeOwned + Send + Sync + 'static,
     {
-        let parsed = read::<E>(reader, &mut upcast)?;
-        let topic = match parsed.topic.as_deref() {
-            None => return Ok(0),
-            Some(name) if name == std::any::type_name::<E>() => self.topic::<E>(),
-            Some(name) => self.topic_named::<E>(name)?,
-        };
-        topic.core.import(parsed.records)
+        let mut topic = None;
+        let parsed = read::<E>(reader, &mut upcast, |name| {
+            let named = match name == std::any::type_name::<E>() {
+                true => self.topic::<E>(),
+                false => self.topic_named::<E>(name)?,
+            };
+            topic.insert(named).core.import_keeps()
+        })?;
+        match topic {
+            Some(topic) => topic.core.import(parsed),
+            None => Ok(0),
+        }
     }
 }

@@ -249,6 +249,15 @@ impl<E> Log<E> {
         }
     }
 
+    /// An import read `count` events up to offset `last_seq` (published at most at
+    /// `newest`) that it did not keep: as if they had been kept and let go.
+    #[cfg(feature = "serde")]
+    pub(crate) fn skipped(&mut self, count: u64, last_seq: u64, newest: Stamp) {
+        self.floor = self.floor.max(last_seq + 1);
+        self.gap_stamp = self.gap_stamp.max(Some(newest));
+        self.evicted += count;
+    }
+
     /// Compaction: the event at `seq` gave way to a newer one with its key.
     fn replace(&mut self, seq: u64, gone: &mut Vec<Envelope<E>>) {
         if let Ok(i) = self.slots.binary_search_by_key(&seq, Slot::seq) {

@@ -403,18 +403,34 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         self.commit.lock().next_seq
     }
 
-    /// Adds imported events to the history, in one hold of the commit lock, after the
-    /// checks that can refuse them (see `Topic::import`).
+    /// How many of an import's newest events to keep while reading it (`None`: all):
+    /// the count bound of a retention that is not compacted (compaction may keep older
+    /// events). `Err` if the topic keeps no history.
     #[cfg(feature = "serde")]
-    pub(crate) fn import(&self, records: Vec<crate::export::Record<E>>) -> Result<u64, crate::error::ImportError> {
+    pub(crate) fn import_keeps(&self) -> Result<Option<usize>, crate::error::ImportError> {
+        match self.retention() {
+            None => Err(crate::error::ImportError::NoHistory {
+                topic: self.name.to_string(),
+            }),
+            Some(retention) if retention.is_compacted() => Ok(None),
+            Some(retention) => Ok(retention.events()),
+        }
+    }
+
+    /// Adds imported events to the history, in one hold of the commit lock, after the
+    /// checks that can refuse them (see `Topic::import`). Returns how many were read.
+    #[cfg(feature = "serde")]
+    pub(crate) fn import(&self, parsed: crate::export::Parsed<E>) -> Result<u64, crate::error::ImportError> {
         use crate::error::ImportError;
-        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        let (Some((line, first_seq, first_stamp)), Some(last)) = (parsed.first, parsed.records.back()) else {
             return Ok(0);
         };
-        let (line, first_seq, last_seq) = (first.line, first.seq, last.seq);
-        let imported = records.len() as u64;
+        let last_seq = last.seq;
+        let skipped = parsed.skipped;
+        let read = parsed.records.len() as u64 + skipped.as_ref().map_or(0, |s| s.count);
         // Built before the lock: allocations, and nothing that can refuse.
-        let envelopes: Vec<Envelope<E>> = records
+        let envelopes: Vec<Envelope<E>> = parsed
+            .records
             .into_iter()
             .map(|record| record.into_envelope(self.name.clone()))
             .collect();
@@ -433,14 +449,17 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 next,
             });
         }
-        log.start_at(first_seq, envelopes[0].stamp());
+        log.start_at(first_seq, first_stamp);
+        if let Some(skipped) = skipped {
+            log.skipped(skipped.count, skipped.last_seq, skipped.newest);
+        }
         for env in envelopes {
             log.push(env, &mut gone);
         }
         commit.next_seq = last_seq + 1;
         drop(commit);
         drop(gone);
-        Ok(imported)
+        Ok(read)
     }
 
     /// Whether reading from `from` works now (a subscriber checks before it starts

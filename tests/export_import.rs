@@ -170,6 +170,54 @@ fn an_import_needs_a_retention_and_respects_it() {
     assert_eq!(compacted.history().iter().map(|e| e.seq()).collect::<Vec<_>>(), [8, 9]);
 }
 
+/// Into a history bounded by count, an import keeps only the newest events it can
+/// hold while it reads: the older ones are checked, then counted as evicted, and their
+/// offsets are gone as if they had been kept and let go.
+#[test]
+fn a_count_bounded_import_keeps_only_what_the_retention_holds() {
+    let (_bus, source) = fresh();
+    for n in 0..1_000 {
+        source.publish(deposit(n)).unwrap();
+    }
+    let file = export(&source);
+    let bus = Bus::new();
+    let target = bus.topic_named::<Deposit>("deposits").unwrap();
+    target.set_retention(Retention::last(10)).unwrap();
+    assert_eq!(bus.import::<Deposit>(file.as_slice()).unwrap(), 1_000, "lines read");
+    assert_eq!(
+        target.history().iter().map(|e| e.seq()).collect::<Vec<_>>(),
+        (990..1_000).collect::<Vec<_>>()
+    );
+    let stats = bus.stats();
+    let stats = stats.topic("deposits").unwrap();
+    assert_eq!((stats.history_len, stats.history_evicted), (10, 990));
+    assert!(matches!(
+        target.history_from(Offset::At(989)),
+        Err(ReplayError::Evicted { oldest: 990, .. })
+    ));
+    let last_gone = source
+        .history_range(989..=989)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap()
+        .published_at();
+    assert!(matches!(
+        target.history_from(Offset::Since(last_gone)),
+        Err(ReplayError::Evicted { oldest: 990, .. })
+    ));
+    // A bad line after the kept ones still refuses the whole import.
+    let mut bad = file.clone();
+    bad.extend_from_slice(b"{}\n");
+    let (_other, fresh_target) = fresh();
+    fresh_target.set_retention(Retention::last(10)).unwrap();
+    assert!(matches!(
+        fresh_target.import(bad.as_slice()),
+        Err(ImportError::Line { line: 1_001, .. })
+    ));
+    assert!(fresh_target.history().is_empty() && fresh_target.next_offset() == 0);
+}
+
 /// An import that starts past offset 0 leaves the offsets before it unavailable, and
 /// subscribers that start in the history see the imported events.
 #[test]
@@ -230,6 +278,8 @@ fn line_with(field: &str, value: &str) -> String {
     let mut line: serde_json::Value = serde_json::from_slice(&export(&topic)).unwrap();
     // It follows the two lines of `each_malformed_line_is_refused_with_its_line_and_reason`.
     line["seq"] = 2.into();
+    let topic_half = line["id"].as_str().unwrap()[..16].to_owned();
+    line["id"] = format!("{topic_half}{:016x}", 2).into();
     line[field] = serde_json::from_str(value).unwrap();
     line.to_string()
 }
@@ -274,7 +324,9 @@ fn each_malformed_line_is_refused_with_its_line_and_reason() {
             "half-imported"
         );
     }
-    // A missing field, a duplicate id, bytes that are not UTF-8.
+    // A missing field, a duplicate id (an id is its topic half and its offset, so a
+    // repeated id on a later offset does not end with that offset), bytes that are not
+    // UTF-8.
     let mut missing: serde_json::Value = serde_json::from_str(&first).unwrap();
     missing.as_object_mut().unwrap().remove("schema");
     let (_bus, target) = fresh();
@@ -284,7 +336,7 @@ fn each_malformed_line_is_refused_with_its_line_and_reason() {
     same_id["seq"] = 5.into();
     let twice = format!("{first}\n{same_id}\n");
     let error = target.import(twice.as_bytes()).unwrap_err();
-    assert!(error.to_string().contains("appears twice"), "{error}");
+    assert!(error.to_string().contains("does not end with its offset 5"), "{error}");
     let mut bad = first.into_bytes();
     bad.extend_from_slice(b"\n\xff\xfe\n");
     let error = target.import(bad.as_slice()).unwrap_err();

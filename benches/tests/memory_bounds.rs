@@ -1,6 +1,6 @@
 //! Promise 10, measured: heap bounds of dedup windows and dead-letter stores under a
-//! million events, with a counting allocator (RELIABILITY-PLAN G3, and B7 at full
-//! scale).
+//! million events, and of a history import, with a counting allocator
+//! (RELIABILITY-PLAN G3 and J4, and B7 at full scale).
 //!
 //! In the benchmark package because the allocator needs `unsafe`, which crier forbids
 //! in all its targets. The allocator counts every live byte of this test binary, so
@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crier::{Bus, DeadLetter, DedupWindow, Envelope, Retry};
+use crier::{Bus, DeadLetter, DedupWindow, Envelope, Retention, Retry};
 use crier_benches::alloc::{live_bytes, peak_growth, Counting};
 
 #[global_allocator]
@@ -118,4 +118,33 @@ fn a_million_dead_letters_keep_the_store_within_its_bound() {
     );
     eprintln!("dead-letter store of 1,000: peak {growth} bytes, {kept_bytes} bytes kept after");
     assert!(growth <= 1_000 * 512 + MIB, "grew {growth} bytes");
+}
+
+/// J4: importing 50,000 events into a history of 1,000 holds about what the history
+/// keeps, not the file's events: the heap never grows beyond 1 KiB per event kept plus
+/// 1 MiB (one line's buffer and its JSON). Holding every event read would take 50,000
+/// records of about 200 bytes, 10 MB.
+#[test]
+fn an_import_into_a_bounded_history_holds_only_what_it_keeps() {
+    let _one = MEASURING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let source = Bus::new();
+    let topic = source.topic_named::<u64>("readings").unwrap();
+    topic.set_retention(Retention::last(50_000)).unwrap();
+    for n in 0..50_000_u64 {
+        topic.message(n).key(format!("sensor-{}", n % 100)).publish().unwrap();
+    }
+    let mut file = Vec::new();
+    topic.export(&mut file).unwrap();
+    drop(source);
+    let target = Bus::new();
+    target
+        .topic_named::<u64>("readings")
+        .unwrap()
+        .set_retention(Retention::last(1_000))
+        .unwrap();
+    let growth = peak_growth(|| {
+        assert_eq!(target.import::<u64>(file.as_slice()).unwrap(), 50_000);
+    });
+    eprintln!("import of 50,000 events into a history of 1,000: peak {growth} bytes");
+    assert!(growth <= 1_000 * 1024 + MIB, "grew {growth} bytes");
 }
