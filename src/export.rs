@@ -21,11 +21,10 @@
 //! only then, in one hold of the topic's commit lock, are the events added to the
 //! history, keeping their offsets, ids and metadata. The first error (with its line
 //! number) leaves the topic as it was. Memory while reading is bounded: a line longer
-//! than [`MAX_IMPORT_LINE`] is refused as soon as that many bytes were read, and into
-//! a history bounded by count (not compacted) only the newest events it can keep are
-//! held, the older ones checked and counted as evicted.
+//! than [`MAX_IMPORT_LINE`] is refused as soon as that many bytes were read, and the
+//! events are staged in a history with the topic's own retention, so no more of them
+//! are held than the topic keeps (the rest are checked, then counted as evicted).
 
-use std::collections::VecDeque;
 use std::io::{BufRead, Read, Write};
 
 use serde::de::DeserializeOwned;
@@ -34,7 +33,9 @@ use serde::{Deserialize, Serialize};
 use crate::dedup::IdempotencyKey;
 use crate::envelope::{Envelope, EventId, Headers, Metadata, Shared};
 use crate::error::{ExportError, ImportError};
+use crate::history::Log;
 use crate::registry::TopicName;
+use crate::retention::Retention;
 use crate::stamp::Stamp;
 use crate::topic::Topic;
 use crate::Bus;
@@ -83,8 +84,8 @@ struct LineIn {
 }
 
 /// One event read from an import, before it has a topic.
-pub(crate) struct Record<E> {
-    pub(crate) seq: u64,
+struct Record<E> {
+    seq: u64,
     id: EventId,
     published_at: Stamp,
     key: Option<String>,
@@ -97,7 +98,7 @@ pub(crate) struct Record<E> {
 
 impl<E> Record<E> {
     /// The envelope it becomes on `topic`.
-    pub(crate) fn into_envelope(self, topic: TopicName) -> Envelope<E> {
+    fn into_envelope(self, topic: TopicName) -> Envelope<E> {
         Envelope::new(std::sync::Arc::new(Shared {
             event: self.event,
             meta: Metadata {
@@ -116,24 +117,16 @@ impl<E> Record<E> {
     }
 }
 
-/// What an import read.
-pub(crate) struct Parsed<E> {
-    /// The first line: its number, offset and publish time (`None`: no line).
-    pub(crate) first: Option<(u64, u64, Stamp)>,
-    /// The events kept, oldest first: all of them, or the last `keep` (see [`read`]).
-    pub(crate) records: VecDeque<Record<E>>,
-    /// The events read but not kept, if any.
-    pub(crate) skipped: Option<Skipped>,
-}
-
-/// Events an import read and checked but did not keep: its topic's retention would
-/// let them go as soon as the newer ones came.
-pub(crate) struct Skipped {
-    pub(crate) count: u64,
-    /// The offset of the last one.
-    pub(crate) last_seq: u64,
-    /// The newest publish time among them.
-    pub(crate) newest: Stamp,
+/// What an import read: its events, staged in a history with the topic's own
+/// retention, so that it holds no more than the topic will keep.
+pub(crate) struct Staged<E> {
+    /// The first line: its number and offset (`None`: no line).
+    pub(crate) first: Option<(u64, u64)>,
+    /// The last line's offset.
+    pub(crate) last: u64,
+    /// Lines read.
+    pub(crate) lines: u64,
+    pub(crate) log: Option<Log<E>>,
 }
 
 fn id_text(id: EventId) -> String {
@@ -180,23 +173,26 @@ pub(crate) fn write<'a, E: Serialize + 'a>(
 }
 
 /// Reads and checks every line (see the module docs), converting each event through
-/// `upcast`. At the first line, `keep` learns the topic the lines name and says how
-/// many of the newest events to keep (`None`: all), or refuses the import: so a
-/// history bounded by count is imported in memory bounded by that count.
+/// `upcast`. At the first line, `target` learns the topic the lines name and gives the
+/// name and retention of the topic to import into, or refuses the import. The events
+/// are staged in a history with that retention, which lets go at once of what the
+/// topic would (counted as evicted), so the import holds no more than the topic keeps.
 pub(crate) fn read<E: DeserializeOwned>(
     mut reader: impl BufRead,
     upcast: &mut Upcast<'_>,
-    keep: impl FnOnce(&str) -> Result<Option<usize>, ImportError>,
-) -> Result<Parsed<E>, ImportError> {
-    let mut parsed = Parsed {
+    target: impl FnOnce(&str) -> Result<(TopicName, Retention), ImportError>,
+) -> Result<Staged<E>, ImportError> {
+    let mut staged = Staged {
         first: None,
-        records: VecDeque::new(),
-        skipped: None,
+        last: 0,
+        lines: 0,
+        log: None,
     };
-    let mut keep = Some(keep);
-    let mut kept = None;
+    let mut target = Some(target);
+    let mut name = TopicName::Type("");
     let mut topic = String::new();
     let mut previous: Option<u64> = None;
+    let mut gone = Vec::new();
     let mut buf = Vec::new();
     let mut line = 0_u64;
     loop {
@@ -207,7 +203,7 @@ pub(crate) fn read<E: DeserializeOwned>(
             .read_until(b'\n', &mut buf)
             .map_err(ImportError::Io)?;
         if read == 0 {
-            return Ok(parsed);
+            return Ok(staged);
         }
         line += 1;
         let fail = |reason: String| ImportError::Line { line, reason };
@@ -221,8 +217,14 @@ pub(crate) fn read<E: DeserializeOwned>(
         if raw.format != FORMAT {
             return Err(fail(format!("format {} (this version reads {FORMAT})", raw.format)));
         }
-        if let Some(keep) = keep.take() {
-            kept = keep(&raw.topic)?;
+        let published_at = Stamp(raw.published_at);
+        if let Some(target) = target.take() {
+            let (target_name, retention) = target(&raw.topic)?;
+            name = target_name;
+            // Offsets before the first line are not kept (nor, to be safe, anything
+            // published up to its time, unless it starts at offset 0).
+            staged.log = Some(Log::new(retention, raw.seq, published_at));
+            staged.first = Some((line, raw.seq));
             topic.clone_from(&raw.topic);
         } else if raw.topic != topic {
             return Err(fail(format!(
@@ -251,9 +253,7 @@ pub(crate) fn read<E: DeserializeOwned>(
         for (name, value) in raw.headers {
             headers.push(name, value);
         }
-        let published_at = Stamp(raw.published_at);
-        parsed.first.get_or_insert((line, raw.seq, published_at));
-        parsed.records.push_back(Record {
+        let record = Record {
             seq: raw.seq,
             id,
             published_at,
@@ -263,18 +263,12 @@ pub(crate) fn read<E: DeserializeOwned>(
             correlation_id,
             causation_id,
             event,
-        });
-        if kept.is_some_and(|kept| parsed.records.len() > kept) {
-            if let Some(gone) = parsed.records.pop_front() {
-                let skipped = parsed.skipped.get_or_insert(Skipped {
-                    count: 0,
-                    last_seq: gone.seq,
-                    newest: gone.published_at,
-                });
-                skipped.count += 1;
-                skipped.last_seq = gone.seq;
-                skipped.newest = skipped.newest.max(gone.published_at);
-            }
+        };
+        staged.last = raw.seq;
+        staged.lines = line;
+        if let Some(log) = staged.log.as_mut() {
+            log.push(record.into_envelope(name.clone()), &mut gone);
+            gone.clear();
         }
     }
 }
@@ -348,10 +342,10 @@ impl<E: Send + Sync + 'static> Topic<E> {
     ///
     /// All or nothing: every line is read and checked before any event is added, and
     /// any error leaves the topic as it was (see [`ImportError`]). The events are held
-    /// in memory until then: with a retention of `n` events that is not compacted, only
-    /// the newest `n` (the older ones would be let go at once, and count as evicted);
-    /// otherwise all of them. A line longer than [`MAX_IMPORT_LINE`] is refused as
-    /// soon as that many bytes were read.
+    /// in memory until then, but no more of them than the topic's retention keeps: the
+    /// rest are let go as they are read, as the history would let them go, and count as
+    /// evicted. A line longer than [`MAX_IMPORT_LINE`] is refused as soon as that many
+    /// bytes were read.
     ///
     /// # Errors
     ///
@@ -416,8 +410,8 @@ impl<E: Send + Sync + 'static> Topic<E> {
     where
         E: DeserializeOwned,
     {
-        let parsed = read::<E>(reader, &mut upcast, |_| self.core.import_keeps())?;
-        self.core.import(parsed)
+        let staged = read::<E>(reader, &mut upcast, |_| self.core.import_target())?;
+        self.core.import(staged)
     }
 }
 
@@ -451,15 +445,15 @@ impl Bus {
         E: DeserializeOwned + Send + Sync + 'static,
     {
         let mut topic = None;
-        let parsed = read::<E>(reader, &mut upcast, |name| {
+        let staged = read::<E>(reader, &mut upcast, |name| {
             let named = match name == std::any::type_name::<E>() {
                 true => self.topic::<E>(),
                 false => self.topic_named::<E>(name)?,
             };
-            topic.insert(named).core.import_keeps()
+            topic.insert(named).core.import_target()
         })?;
         match topic {
-            Some(topic) => topic.core.import(parsed),
+            Some(topic) => topic.core.import(staged),
             None => Ok(0),
         }
     }

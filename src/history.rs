@@ -238,24 +238,20 @@ impl<E> Log<E> {
         self.trim(now, gone);
     }
 
-    /// An import into an empty history starts at `seq`, published at `stamp`: the
-    /// offsets below it are not kept (nor, conservatively, anything published up to
-    /// `stamp`), unless it starts at the floor.
+    /// Takes in an import staged in a log of its own (see `export`): its floor, what it
+    /// let go, and then its events, as if they had been published here. Only when this
+    /// log is empty, or the import follows it directly.
     #[cfg(feature = "serde")]
-    pub(crate) fn start_at(&mut self, seq: u64, stamp: Stamp) {
-        if seq > self.floor {
-            self.floor = seq;
-            self.gap_stamp = self.gap_stamp.max(Some(stamp));
+    pub(crate) fn absorb(&mut self, staged: Log<E>, gone: &mut Vec<Envelope<E>>) {
+        self.floor = self.floor.max(staged.floor);
+        self.gap_stamp = self.gap_stamp.max(staged.gap_stamp);
+        self.evicted += staged.evicted;
+        self.compacted += staged.compacted;
+        for slot in staged.slots {
+            if let Slot::Event(env) = slot {
+                self.push(env, gone);
+            }
         }
-    }
-
-    /// An import read `count` events up to offset `last_seq` (published at most at
-    /// `newest`) that it did not keep: as if they had been kept and let go.
-    #[cfg(feature = "serde")]
-    pub(crate) fn skipped(&mut self, count: u64, last_seq: u64, newest: Stamp) {
-        self.floor = self.floor.max(last_seq + 1);
-        self.gap_stamp = self.gap_stamp.max(Some(newest));
-        self.evicted += count;
     }
 
     /// Compaction: the event at `seq` gave way to a newer one with its key.

@@ -403,37 +403,26 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         self.commit.lock().next_seq
     }
 
-    /// How many of an import's newest events to keep while reading it (`None`: all):
-    /// the count bound of a retention that is not compacted (compaction may keep older
-    /// events). `Err` if the topic keeps no history.
+    /// The name and retention of this topic, to stage an import in (`Err` if the topic
+    /// keeps no history).
     #[cfg(feature = "serde")]
-    pub(crate) fn import_keeps(&self) -> Result<Option<usize>, crate::error::ImportError> {
+    pub(crate) fn import_target(&self) -> Result<(TopicName, Retention), crate::error::ImportError> {
         match self.retention() {
+            Some(retention) => Ok((self.name.clone(), retention)),
             None => Err(crate::error::ImportError::NoHistory {
                 topic: self.name.to_string(),
             }),
-            Some(retention) if retention.is_compacted() => Ok(None),
-            Some(retention) => Ok(retention.events()),
         }
     }
 
-    /// Adds imported events to the history, in one hold of the commit lock, after the
-    /// checks that can refuse them (see `Topic::import`). Returns how many were read.
+    /// Adds a staged import to the history, in one hold of the commit lock, after the
+    /// checks that can refuse it (see `Topic::import`). Returns the lines read.
     #[cfg(feature = "serde")]
-    pub(crate) fn import(&self, parsed: crate::export::Parsed<E>) -> Result<u64, crate::error::ImportError> {
+    pub(crate) fn import(&self, staged: crate::export::Staged<E>) -> Result<u64, crate::error::ImportError> {
         use crate::error::ImportError;
-        let (Some((line, first_seq, first_stamp)), Some(last)) = (parsed.first, parsed.records.back()) else {
+        let (Some((line, first)), Some(imported)) = (staged.first, staged.log) else {
             return Ok(0);
         };
-        let last_seq = last.seq;
-        let skipped = parsed.skipped;
-        let read = parsed.records.len() as u64 + skipped.as_ref().map_or(0, |s| s.count);
-        // Built before the lock: allocations, and nothing that can refuse.
-        let envelopes: Vec<Envelope<E>> = parsed
-            .records
-            .into_iter()
-            .map(|record| record.into_envelope(self.name.clone()))
-            .collect();
         let mut gone = Vec::new();
         let mut commit = self.commit.lock();
         let next = commit.next_seq;
@@ -442,24 +431,14 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 topic: self.name.to_string(),
             });
         };
-        if first_seq < next || (first_seq > next && log.len() > 0) {
-            return Err(ImportError::Offsets {
-                line,
-                seq: first_seq,
-                next,
-            });
+        if first < next || (first > next && log.len() > 0) {
+            return Err(ImportError::Offsets { line, seq: first, next });
         }
-        log.start_at(first_seq, first_stamp);
-        if let Some(skipped) = skipped {
-            log.skipped(skipped.count, skipped.last_seq, skipped.newest);
-        }
-        for env in envelopes {
-            log.push(env, &mut gone);
-        }
-        commit.next_seq = last_seq + 1;
+        log.absorb(imported, &mut gone);
+        commit.next_seq = staged.last + 1;
         drop(commit);
         drop(gone);
-        Ok(read)
+        Ok(staged.lines)
     }
 
     /// Whether reading from `from` works now (a subscriber checks before it starts
