@@ -83,40 +83,6 @@ struct LineIn {
     event: serde_json::Value,
 }
 
-/// One event read from an import, before it has a topic.
-struct Record<E> {
-    seq: u64,
-    id: EventId,
-    published_at: Stamp,
-    key: Option<String>,
-    idempotency_key: Option<String>,
-    headers: Headers,
-    correlation_id: EventId,
-    causation_id: Option<EventId>,
-    event: E,
-}
-
-impl<E> Record<E> {
-    /// The envelope it becomes on `topic`.
-    fn into_envelope(self, topic: TopicName) -> Envelope<E> {
-        Envelope::new(std::sync::Arc::new(Shared {
-            event: self.event,
-            meta: Metadata {
-                id: self.id,
-                topic,
-                seq: self.seq,
-                published_at: self.published_at,
-                key: self.key.map(String::into_boxed_str),
-                idempotency_key: self.idempotency_key.map(IdempotencyKey::new),
-                headers: self.headers,
-                correlation_id: self.correlation_id,
-                causation_id: self.causation_id,
-                dead_letter: false,
-            },
-        }))
-    }
-}
-
 /// What an import read: its events, staged in a history with the topic's own
 /// retention, so that it holds no more than the topic will keep.
 pub(crate) struct Staged<E> {
@@ -191,7 +157,6 @@ pub(crate) fn read<E: DeserializeOwned>(
     let mut target = Some(target);
     let mut name = TopicName::Type("");
     let mut topic = String::new();
-    let mut previous: Option<u64> = None;
     let mut gone = Vec::new();
     let mut buf = Vec::new();
     let mut line = 0_u64;
@@ -232,13 +197,12 @@ pub(crate) fn read<E: DeserializeOwned>(
                 raw.topic
             )));
         }
-        if let Some(previous) = previous.filter(|&previous| raw.seq <= previous) {
+        if staged.lines > 0 && raw.seq <= staged.last {
             return Err(fail(format!(
-                "offset {} after offset {previous}: offsets must increase",
-                raw.seq
+                "offset {} after offset {}: offsets must increase",
+                raw.seq, staged.last
             )));
         }
-        previous = Some(raw.seq);
         // An id's low half is its offset: with increasing offsets, no id comes twice.
         let id = parse_id(&raw.id).map_err(fail)?;
         if id.as_u128() as u64 != raw.seq {
@@ -253,21 +217,25 @@ pub(crate) fn read<E: DeserializeOwned>(
         for (name, value) in raw.headers {
             headers.push(name, value);
         }
-        let record = Record {
-            seq: raw.seq,
-            id,
-            published_at,
-            key: raw.key,
-            idempotency_key: raw.idempotency_key,
-            headers,
-            correlation_id,
-            causation_id,
+        let env = Envelope::new(std::sync::Arc::new(Shared {
             event,
-        };
+            meta: Metadata {
+                id,
+                topic: name.clone(),
+                seq: raw.seq,
+                published_at,
+                key: raw.key.map(String::into_boxed_str),
+                idempotency_key: raw.idempotency_key.map(IdempotencyKey::new),
+                headers,
+                correlation_id,
+                causation_id,
+                dead_letter: false,
+            },
+        }));
         staged.last = raw.seq;
         staged.lines = line;
         if let Some(log) = staged.log.as_mut() {
-            log.push(record.into_envelope(name.clone()), &mut gone);
+            log.push(env, &mut gone);
             gone.clear();
         }
     }
