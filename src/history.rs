@@ -281,7 +281,7 @@ impl<E> Log<E> {
                     self.holes -= 1;
                     continue;
                 }
-                Some(Slot::Event(env)) => self.max_age.is_some_and(|age| expired(env.stamp(), age, now)),
+                Some(Slot::Event(env)) => self.max_age.is_some_and(|age| env.stamp().plus(age).has_come(now)),
             };
             let over = self.retention.events().is_some_and(|n| self.len() > n);
             if !(expired || over) {
@@ -342,12 +342,6 @@ impl<E> Log<E> {
         }
         self.trim(now, gone);
     }
-}
-
-/// An event published at `stamp` is `age` old at `now` (never, past the end of time).
-fn expired(stamp: Stamp, age: i64, now: Stamp) -> bool {
-    let expires = stamp.plus(age);
-    expires <= now && expires != Stamp::NEVER
 }
 
 impl<E> Log<E> {

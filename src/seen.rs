@@ -277,7 +277,7 @@ impl<V: Copy> Seen<V> {
 }
 
 fn is_fresh<V>(entry: &Entry<V>, now: Stamp) -> bool {
-    now < entry.expires || entry.expires == Stamp::NEVER
+    !entry.expires.has_come(now)
 }
 
 #[cfg(test)]

@@ -29,6 +29,11 @@ impl Stamp {
         }
     }
 
+    /// Whether this expiry has come by `now`: [`NEVER`](Self::NEVER) never comes.
+    pub(crate) fn has_come(self, now: Stamp) -> bool {
+        self <= now && self != Stamp::NEVER
+    }
+
     /// `self` plus `nanos` (not negative), [`NEVER`](Self::NEVER) past the end.
     pub(crate) fn plus(self, nanos: i64) -> Stamp {
         Stamp(self.0.saturating_add(nanos))
@@ -53,6 +58,13 @@ mod tests {
         assert_eq!(at(u64::MAX), Stamp::NEVER, "past 2262");
         assert_eq!(Stamp(5).plus(nanos(Duration::MAX)), Stamp::NEVER);
         assert_eq!(Stamp(5).plus(nanos(Duration::from_nanos(10))), Stamp(15));
+    }
+
+    #[test]
+    fn an_expiry_comes_at_its_instant_and_never_comes_at_the_end_of_time() {
+        assert!(!Stamp(10).has_come(Stamp(9)));
+        assert!(Stamp(10).has_come(Stamp(10)));
+        assert!(!Stamp::NEVER.has_come(Stamp::NEVER));
     }
 
     #[test]
