@@ -12,11 +12,14 @@ use crate::dispatch::{Executor, Runtime, Threads};
 use crate::envelope::Envelope;
 use crate::error::{PublishError, ShutdownError, SubscribeError, TopicError, WaitIdleError};
 use crate::message::{Draft, Message};
+use crate::pattern::Pattern;
+use crate::reach::Reach;
 use crate::receiver::Receiver;
 use crate::registry::Registry;
 use crate::shutdown::ShutdownReport;
 use crate::stats::{BusStats, Consumer, SubscriberId};
 use crate::subscribe::{HandlerResult, SubscriberBuilder};
+use crate::subscriber::Subscriber;
 use crate::subscription::{Control, Subscription};
 use crate::sync::{Arc, Mutex, Ordering};
 use crate::timer::Timer;
@@ -85,6 +88,15 @@ impl BusShared {
 
     pub(crate) fn default_topic<E: Send + Sync + 'static>(&self) -> Arc<TopicCore<E>> {
         self.registry.default_topic(self.make_topic())
+    }
+
+    /// Puts a pattern subscriber on the named topics its pattern matches, now and as
+    /// they are made (see `reach`).
+    pub(crate) fn reach<E: Send + Sync + 'static>(&self, pattern: Pattern, sub: Arc<Subscriber<E>>) -> Arc<Reach<E>> {
+        let (patterns, id) = self.registry.patterns();
+        let reach = Arc::new(Reach::new(id, pattern, sub, patterns));
+        self.registry.watch(&reach.pattern, id, reach.clone());
+        reach
     }
 
     fn named_topic<E: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<TopicCore<E>>, TopicError> {
@@ -180,6 +192,7 @@ impl BusShared {
             handlers_running,
             threads_running,
         };
+        self.registry.clear_patterns();
         for topic in self.registry.all() {
             topic.clear_subscribers();
         }

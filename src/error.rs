@@ -191,6 +191,15 @@ pub enum SubscribeError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The pattern of [`SubscriberBuilder::pattern`](crate::SubscriberBuilder::pattern)
+    /// is not valid.
+    #[error("invalid pattern `{pattern}`: {reason}")]
+    InvalidPattern {
+        /// The rejected pattern.
+        pattern: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The subscriber cannot start at the offset it asked for
     /// ([`SubscriberBuilder::start_at`](crate::SubscriberBuilder::start_at)).
     #[error(transparent)]

@@ -7,8 +7,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 use dashmap::DashMap;
 
 use crate::error::TopicError;
+use crate::pattern::Pattern;
+use crate::pattern_trie::PatternTrie;
+use crate::reach::Joins;
 use crate::stats::TopicStats;
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use crate::topic::TopicCore;
 
 /// A topic's name, cloned into every envelope. A default topic's name is its event
@@ -79,16 +82,24 @@ pub(crate) struct Registry {
     defaults: DashMap<TypeId, Arc<dyn AnyTopic>, BuildHasherDefault<TypeIdHasher>>,
     /// Named topics. A name is bound to the type of its first user, for good.
     named: DashMap<Box<str>, Arc<dyn AnyTopic>>,
+    /// Pattern subscribers, so that topics made later join them (see `reach`).
+    patterns: Arc<Patterns>,
+    next_pattern_id: AtomicU64,
     /// The high half of the next topic's `EventId` prefix: 32 random bits per process,
     /// then a counter.
     next_prefix: AtomicU64,
 }
+
+/// The bus's pattern subscribers, by pattern.
+pub(crate) type Patterns = Mutex<PatternTrie<Arc<dyn Joins>>>;
 
 impl Registry {
     pub(crate) fn new() -> Self {
         Registry {
             defaults: DashMap::default(),
             named: DashMap::new(),
+            patterns: Arc::new(Mutex::new(PatternTrie::default())),
+            next_pattern_id: AtomicU64::new(0),
             next_prefix: AtomicU64::new(process_random_bits() << 32),
         }
     }
@@ -129,7 +140,15 @@ impl Registry {
             None => self
                 .named
                 .entry(name.into())
-                .or_insert_with(|| Arc::new(make(TopicName::Named(name.into()), self.next_prefix())))
+                .or_insert_with(|| {
+                    let topic: Arc<dyn AnyTopic> = Arc::new(make(TopicName::Named(name.into()), self.next_prefix()));
+                    // Under the shard's write lock: the pattern subscribers are on the
+                    // topic before anyone can publish on it (see `reach`).
+                    for reach in self.patterns.lock().matching(name) {
+                        reach.join(&topic);
+                    }
+                    topic
+                })
                 .value()
                 .clone(),
         };
@@ -142,6 +161,32 @@ impl Registry {
                 existing,
                 requested: std::any::type_name::<E>(),
             })
+    }
+
+    /// The trie of pattern subscribers, and a fresh id for one.
+    pub(crate) fn patterns(&self) -> (&Arc<Patterns>, u64) {
+        (&self.patterns, self.next_pattern_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Registers a pattern subscriber (under `id` in the trie), so that it joins the
+    /// named topics made from now on, then joins those that exist and match.
+    pub(crate) fn watch(&self, pattern: &Pattern, id: u64, reach: Arc<dyn Joins>) {
+        self.patterns.lock().insert(pattern, id, reach.clone());
+        // Collected first: `join` takes locks that come after the shards' (see `reach`).
+        let topics: Vec<Arc<dyn AnyTopic>> = self
+            .named
+            .iter()
+            .filter(|e| pattern.matches(e.key()))
+            .map(|e| e.value().clone())
+            .collect();
+        for topic in &topics {
+            reach.join(topic);
+        }
+    }
+
+    /// Shutdown: no pattern subscriber joins a topic any more.
+    pub(crate) fn clear_patterns(&self) {
+        self.patterns.lock().clear();
     }
 
     /// Every topic, collected first so that `f` runs with no registry lock held.
@@ -186,26 +231,56 @@ pub(crate) const MAX_NAME_LEN: usize = 255;
 
 /// Topic names are dot-separated tokens: `orders`, `orders.eu.created`.
 pub(crate) fn validate_name(name: &str) -> Result<(), TopicError> {
-    let invalid = |reason| {
-        Err(TopicError::InvalidName {
-            name: name.to_owned(),
-            reason,
-        })
+    check_syntax(name, Syntax::Name).map_err(|reason| TopicError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+/// What `check_syntax` checks: a topic name, or a pattern over names (see `pattern`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Syntax {
+    Name,
+    Pattern,
+}
+
+/// A name: at most 255 bytes of non-empty dot-separated tokens, with no whitespace,
+/// control or wildcard character. A pattern: the same, except that a token may be `*`,
+/// and the last one `>`. The error says what is wrong, first problem first.
+pub(crate) fn check_syntax(text: &str, syntax: Syntax) -> Result<(), &'static str> {
+    let (empty, long, blank) = match syntax {
+        Syntax::Name => (
+            "the name is empty",
+            "the name is longer than 255 bytes",
+            "the name contains whitespace or a control character",
+        ),
+        Syntax::Pattern => (
+            "the pattern is empty",
+            "the pattern is longer than 255 bytes",
+            "the pattern contains whitespace or a control character",
+        ),
     };
-    if name.is_empty() {
-        return invalid("the name is empty");
+    if text.is_empty() {
+        return Err(empty);
     }
-    if name.len() > MAX_NAME_LEN {
-        return invalid("the name is longer than 255 bytes");
+    if text.len() > MAX_NAME_LEN {
+        return Err(long);
     }
-    if name.split('.').any(str::is_empty) {
-        return invalid("a dot-separated token is empty");
+    if text.split('.').any(str::is_empty) {
+        return Err("a dot-separated token is empty");
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return invalid("the name contains whitespace or a control character");
+    if syntax == Syntax::Pattern && text.split('.').rev().skip(1).any(|t| t == ">") {
+        return Err("`>` may only be the last token");
     }
-    if name.contains(['*', '>']) {
-        return invalid("the name contains a wildcard character (`*` or `>`)");
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(blank);
     }
-    Ok(())
+    let wildcard = |t: &str| t.contains(['*', '>']);
+    match syntax {
+        Syntax::Name if wildcard(text) => Err("the name contains a wildcard character (`*` or `>`)"),
+        Syntax::Pattern if text.split('.').any(|t| wildcard(t) && t != "*" && t != ">") => {
+            Err("a wildcard (`*` or `>`) must be a whole token")
+        }
+        _ => Ok(()),
+    }
 }

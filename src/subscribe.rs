@@ -11,8 +11,11 @@ use crate::envelope::Envelope;
 use crate::error::{BoxError, HandlerError, SubscribeError};
 use crate::history::Offset;
 use crate::mailbox::Mailbox;
+use crate::pattern::Pattern;
 use crate::policy::{Dispatch, Overflow};
+use crate::reach::On;
 use crate::receiver::Receiver;
+use crate::registry::TopicName;
 use crate::stats::Consumer;
 use crate::subscriber::{ErrorHook, Filter, Handler, KeyOf, Parts, Subscriber};
 use crate::subscription::{Control, Registration, Subscription};
@@ -84,6 +87,7 @@ pub struct SubscriberBuilder<E> {
     dedup_key: Option<KeyOf<E>>,
     max_unacked: Option<usize>,
     start_at: Offset,
+    pattern: Option<String>,
 }
 
 impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
@@ -101,6 +105,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             dedup_key: None,
             max_unacked: None,
             start_at: Offset::Latest,
+            pattern: None,
         }
     }
 
@@ -301,6 +306,51 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         self
     }
 
+    /// Subscribes to every named topic of event type `E` whose name matches `pattern`,
+    /// instead of the builder's topic, including topics made after this subscriber.
+    ///
+    /// Names are dot-separated tokens. In a pattern, `*` matches exactly one token and
+    /// `>`, only as the last token, matches one or more: `orders.*.created` matches
+    /// `orders.eu.created`; `orders.>` matches `orders.eu` and `orders.eu.created`, not
+    /// `orders` (the NATS rules). A topic of another event type is never matched, and
+    /// neither is a default topic (named after its type, see [`Bus::topic`](crate::Bus::topic)).
+    ///
+    /// It is one subscriber whatever the number of topics: one mailbox, one handler,
+    /// one set of counters (its stats show the pattern as the topic), and events from
+    /// one publishing thread arrive in the order they were published, across topics.
+    /// [`Envelope::topic`] says which topic an event came from. Matching happens when a
+    /// topic is made or the subscriber subscribes, never per publish: publishing costs
+    /// the same with 1 or 10,000 patterns registered (benchmark B7 in `BENCHMARKS.md`).
+    /// A pattern subscriber keeps a mailbox of its own (never a topic's broadcast
+    /// ring), and cannot [`start_at`](Self::start_at) an offset (offsets are per topic).
+    ///
+    /// # Errors
+    ///
+    /// At `subscribe`, `receiver` or `ack_receiver`: [`SubscribeError::InvalidPattern`]
+    /// for an empty token, `>` before the end, a wildcard inside a token (`eu*`),
+    /// whitespace or a control character, or more than 255 bytes;
+    /// [`SubscribeError::InvalidPolicy`] with `start_at`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use crier::{Bus, Envelope};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::builder().inline().build()?;
+    /// let created = bus.subscriber::<u32>().pattern("orders.*.created").receiver()?;
+    /// bus.topic_named::<u32>("orders.eu.created")?.publish(1)?;
+    /// bus.topic_named::<u32>("orders.us.created")?.publish(2)?; // made after the subscriber
+    /// bus.topic_named::<u32>("orders.eu.paid")?.publish(3)?;    // does not match
+    /// let seen: Vec<(String, u32)> = created.try_iter().map(|env| (env.topic().to_owned(), *env)).collect();
+    /// assert_eq!(seen, [("orders.eu.created".to_owned(), 1), ("orders.us.created".to_owned(), 2)]);
+    /// # Ok(()) }
+    /// ```
+    pub fn pattern(mut self, pattern: impl Into<String>) -> Self {
+        self.pattern = Some(pattern.into());
+        self
+    }
+
     /// Registers `handler` and returns the guard that keeps it registered.
     ///
     /// # Errors
@@ -343,11 +393,12 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             });
         }
         self.refuse_max_unacked()?;
+        let pattern = self.checked_pattern()?;
         let bus = &self.topic.bus;
         let capacity = self.capacity.unwrap_or(Some(bus.config.capacity));
         let overflow = self.overflow.unwrap_or(bus.config.overflow);
         let filtered = self.filter.is_some();
-        let live = self.start_at == Offset::Latest;
+        let live = self.start_at == Offset::Latest && pattern.is_none();
         if let Some(capacity) = capacity.filter(|&c| live && broadcast::fits(c, overflow, filtered)) {
             self.check_open(Some(capacity))?;
             let core = &self.topic.core;
@@ -360,7 +411,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         let start_at = self.start_at;
         let (parts, capacity) = self.parts(Consumer::Receiver, None)?;
         Ok(Receiver::from_mailbox(register_mailbox(
-            &topic, parts, capacity, start_at,
+            &topic, parts, capacity, start_at, pattern,
         )?))
     }
 
@@ -388,20 +439,38 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
                 reason: "max_unacked must be at least 1",
             });
         }
+        let pattern = self.checked_pattern()?;
         let max_unacked = self.max_unacked;
         let topic = self.topic.clone();
         let start_at = self.start_at;
         let (parts, capacity) = self.parts(Consumer::Receiver, None)?;
         let bound = capacity.unwrap_or(topic.bus.config.capacity);
         let sub = Subscriber::new(parts, Mailbox::new(capacity));
+        let on = place(&topic, &sub, start_at, pattern)?;
         let shared = AckShared::new(
-            registration(&topic, sub.clone()),
+            registration(on, &topic, sub),
             retry,
             max_unacked.unwrap_or(bound),
             bound,
         );
-        join(&topic, sub, start_at)?;
         Ok(AckReceiver::new(remember(&topic, shared)?))
+    }
+
+    /// The pattern, checked, if the subscriber has one.
+    fn checked_pattern(&self) -> Result<Option<Pattern>, SubscribeError> {
+        let Some(text) = &self.pattern else {
+            return Ok(None);
+        };
+        let pattern = Pattern::parse(text).map_err(|reason| SubscribeError::InvalidPattern {
+            pattern: text.clone(),
+            reason,
+        })?;
+        if self.start_at != Offset::Latest {
+            return Err(SubscribeError::InvalidPolicy {
+                reason: "a pattern subscriber cannot start_at an offset (offsets are per topic)",
+            });
+        }
+        Ok(Some(pattern))
     }
 
     fn refuse_max_unacked(&self) -> Result<(), SubscribeError> {
@@ -458,7 +527,10 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         };
         let parts = Parts {
             name: self.name,
-            topic: self.topic.core.name.clone(),
+            topic: match &self.pattern {
+                Some(pattern) => TopicName::Named(pattern.as_str().into()),
+                None => self.topic.core.name.clone(),
+            },
             overflow: self.overflow.unwrap_or(bus.config.overflow),
             consumer,
             executor,
@@ -479,11 +551,13 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// allow (on the pool or a thread of its own, and as `broadcast::fits` says),
     /// otherwise with a mailbox of its own.
     fn register(self, consumer: Consumer, handler: Handler<E>) -> Result<Arc<dyn Control>, SubscribeError> {
+        let pattern = self.checked_pattern()?;
         let topic = self.topic.clone();
         let start_at = self.start_at;
         let (mut parts, capacity) = self.parts(consumer, Some(handler))?;
         let on_ring = capacity.filter(|&c| {
             start_at == Offset::Latest
+                && pattern.is_none()
                 && parts.executor.is_some()
                 && broadcast::fits(c, parts.overflow, parts.filter.is_some())
         });
@@ -492,11 +566,14 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
                 .core
                 .join_ring_subscriber(parts, capacity, topic.bus.config.capacity)
             {
-                Ok(sub) => return Ok(remember(&topic, registration(&topic, sub))?),
+                Ok(sub) => {
+                    let on = On::Topic(topic.core.clone());
+                    return Ok(remember(&topic, registration(on, &topic, sub))?);
+                }
                 Err(back) => parts = back,
             }
         }
-        Ok(register_mailbox(&topic, parts, capacity, start_at)?)
+        Ok(register_mailbox(&topic, parts, capacity, start_at, pattern)?)
     }
 }
 
@@ -506,31 +583,35 @@ fn register_mailbox<E: Send + Sync + 'static>(
     parts: Parts<E>,
     capacity: Option<usize>,
     start_at: Offset,
+    pattern: Option<Pattern>,
 ) -> Result<Arc<Registration<E>>, SubscribeError> {
     let sub = Subscriber::new(parts, Mailbox::new(capacity));
-    let registration = registration(topic, sub.clone());
-    join(topic, sub, start_at)?;
-    remember(topic, registration)
+    let on = place(topic, &sub, start_at, pattern)?;
+    remember(topic, registration(on, topic, sub))
 }
 
-/// Puts a subscriber with a mailbox on its topic: from now on, or from `start_at` in
-/// the history.
-fn join<E: Send + Sync + 'static>(
+/// Puts a subscriber with a mailbox on its topic, from now on or from `start_at` in
+/// the history; or, with a pattern, on every topic the pattern matches (see `reach`).
+fn place<E: Send + Sync + 'static>(
     topic: &Topic<E>,
-    sub: Arc<Subscriber<E>>,
+    sub: &Arc<Subscriber<E>>,
     start_at: Offset,
-) -> Result<(), SubscribeError> {
-    match start_at {
-        Offset::Latest => topic.core.add(sub),
-        from => topic.core.join_at(&sub, from)?,
+    pattern: Option<Pattern>,
+) -> Result<On<E>, SubscribeError> {
+    if let Some(pattern) = pattern {
+        return Ok(On::Pattern(topic.bus.reach(pattern, sub.clone())));
     }
-    Ok(())
+    match start_at {
+        Offset::Latest => topic.core.add(sub.clone()),
+        from => topic.core.join_at(sub, from)?,
+    }
+    Ok(On::Topic(topic.core.clone()))
 }
 
-fn registration<E, Q>(topic: &Topic<E>, sub: Arc<Subscriber<E, Q>>) -> Arc<Registration<E, Q>> {
+fn registration<E, Q>(on: On<E>, topic: &Topic<E>, sub: Arc<Subscriber<E, Q>>) -> Arc<Registration<E, Q>> {
     Arc::new(Registration {
         sub,
-        topic: topic.core.clone(),
+        on,
         bus: Arc::downgrade(&topic.bus),
     })
 }
@@ -559,6 +640,7 @@ impl<E> fmt::Debug for SubscriberBuilder<E> {
             .field("delivery", &self.delivery)
             .field("max_unacked", &self.max_unacked)
             .field("start_at", &self.start_at)
+            .field("pattern", &self.pattern)
             .finish()
     }
 }

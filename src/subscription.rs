@@ -11,10 +11,10 @@ use crate::envelope::Envelope;
 use crate::inbox::Inbox;
 use crate::mailbox::Mailbox;
 use crate::policy::{Dispatch, DropReason};
+use crate::reach::On;
 use crate::stats::{Consumer, SubscriberId, SubscriberStats};
 use crate::subscriber::Subscriber;
 use crate::sync::{Arc, Ordering, Weak};
-use crate::topic::TopicCore;
 
 /// What the bus and the guards need from a subscriber, whatever its event type.
 pub(crate) trait Control: Send + Sync {
@@ -36,10 +36,10 @@ pub(crate) trait Control: Send + Sync {
     fn dead_letter_store(&self) -> Option<&dyn Any>;
 }
 
-/// A subscriber together with the topic and bus it is registered in.
+/// A subscriber together with the topic (or topics) and bus it is registered in.
 pub(crate) struct Registration<E, Q = Mailbox<Envelope<E>>> {
     pub(crate) sub: Arc<Subscriber<E, Q>>,
-    pub(crate) topic: Arc<TopicCore<E>>,
+    pub(crate) on: On<E>,
     pub(crate) bus: Weak<BusShared>,
 }
 
@@ -56,7 +56,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Control for Registration<E, Q> {
         // The numbered steps are those of `subscriber`'s module docs.
         if self.sub.deactivate() {
             // 2 to 5, then publishers blocked on this inbox stop waiting for it.
-            let leave = || Q::leave(&self.sub, &self.topic);
+            let leave = || self.on.leave(&self.sub);
             self.sub.retire(DropReason::Unsubscribed, None, leave);
             self.sub.inbox.wake_publishers();
             self.close_input();

@@ -1,4 +1,4 @@
-//! The ratio report: every scenario of the suite (B1–B6), crier against its peers in
+//! The ratio report: every scenario of the suite (B1–B7), crier against its peers in
 //! rotating rounds, printed as one table.
 //!
 //! ```text
@@ -218,6 +218,31 @@ fn b5(settings: &Settings) {
     }
 }
 
+fn b7(settings: &Settings) {
+    println!(
+        "\nB7  wildcards: publish to a topic with 1 inline subscriber, {} events, patterns registered elsewhere",
+        settings.scale_events
+    );
+    for route in [scale::Route::ByType, scale::Route::ByName] {
+        let shapes: Vec<scale::Shape> = std::iter::once(scale::BASELINE).chain(scale::PATTERNS).collect();
+        let mut times = rotate(settings.rounds, shapes.len(), |k| {
+            ns_per_event(
+                scale::publish(shapes[k], route, settings.scale_events),
+                settings.scale_events,
+            )
+        });
+        let baseline = times.remove(0);
+        println!(
+            "  {route:?}: baseline (no patterns) {} ns per event",
+            Spread::of(&baseline).show(0)
+        );
+        for (shape, times) in scale::PATTERNS.iter().zip(&times) {
+            let label = format!("{} patterns", shape.patterns);
+            row(&label, Spread::of_ratios(times, &baseline), Some(1.5));
+        }
+    }
+}
+
 fn b6() {
     println!("\nB6  memory (counting allocator)");
     let (handler, receiver) = memory::per_idle_subscriber();
@@ -252,13 +277,14 @@ fn main() {
     );
     println!("ratio = crier's cost ÷ the peer's (below 1.00: crier is faster); median (min–max)");
     type Scenario = (&'static str, fn(&Settings));
-    let scenarios: [Scenario; 6] = [
+    let scenarios: [Scenario; 7] = [
         ("B1", b1),
         ("B2", b2),
         ("B3", b3),
         ("B4", b4),
         ("B5", b5),
         ("B6", |_| b6()),
+        ("B7", b7),
     ];
     for (id, run) in scenarios {
         if wanted(id) {

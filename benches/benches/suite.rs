@@ -1,4 +1,4 @@
-//! The criterion suite: B1–B5 with crier and each peer side by side, for the plots in
+//! The criterion suite: B1–B5 and B7 with crier and each peer side by side, for the plots in
 //! `target/criterion/report/index.html`. `cargo bench -p crier-benches --bench suite`.
 //!
 //! Every contender's workload runs a fixed number of events per iteration, so
@@ -66,15 +66,21 @@ fn b4_latency(c: &mut Criterion) {
 }
 
 fn b5_scale(c: &mut Criterion) {
-    let mut group = c.benchmark_group("B5 publish cost by bus size");
+    let mut group = c.benchmark_group("B5 and B7 publish cost by bus size");
     let events = 100_000;
     group.throughput(Throughput::Elements(events));
     group.sample_size(10);
-    for shape in std::iter::once(scale::BASELINE).chain(scale::SHAPES) {
+    for shape in std::iter::once(scale::BASELINE)
+        .chain(scale::SHAPES)
+        .chain(scale::PATTERNS)
+    {
         for route in [scale::Route::ByType, scale::Route::ByName] {
             let id = BenchmarkId::new(
                 format!("{route:?}"),
-                format!("{} topics, {} others", shape.topics, shape.others),
+                format!(
+                    "{} topics, {} others, {} patterns",
+                    shape.topics, shape.others, shape.patterns
+                ),
             );
             group.bench_function(id, |b| {
                 b.iter_custom(|iters| (0..iters).map(|_| scale::publish(shape, route, events)).sum())

@@ -505,7 +505,7 @@ pub mod latency {
     }
 }
 
-/// B5: the cost of `publish` as the bus grows around the topic it publishes to.
+/// B5 and B7: the cost of `publish` as the bus grows around the topic it publishes to.
 pub mod scale {
     use super::*;
 
@@ -516,22 +516,38 @@ pub mod scale {
         pub topics: usize,
         /// Receivers subscribed to another topic.
         pub others: usize,
+        /// Pattern receivers that match no topic published to (B7).
+        pub patterns: usize,
     }
 
-    pub const BASELINE: Shape = Shape { topics: 1, others: 0 };
+    const fn shape(topics: usize, others: usize, patterns: usize) -> Shape {
+        Shape {
+            topics,
+            others,
+            patterns,
+        }
+    }
+
+    pub const BASELINE: Shape = shape(1, 0, 0);
+    /// B5's shapes.
     pub const SHAPES: [Shape; 5] = [
-        Shape { topics: 100, others: 0 },
-        Shape {
-            topics: 10_000,
-            others: 0,
-        },
-        Shape { topics: 1, others: 1 },
-        Shape { topics: 1, others: 64 },
-        Shape {
-            topics: 1,
-            others: 1_024,
-        },
+        shape(100, 0, 0),
+        shape(10_000, 0, 0),
+        shape(1, 1, 0),
+        shape(1, 64, 0),
+        shape(1, 1_024, 0),
     ];
+    /// B7's shapes: wildcard patterns registered.
+    pub const PATTERNS: [Shape; 2] = [shape(1, 0, 1_000), shape(1, 0, 10_000)];
+
+    /// The `i`th of B7's patterns: three kinds, none matching `target`.
+    fn pattern(i: usize) -> String {
+        match i % 3 {
+            0 => format!("region{i}.*"),
+            1 => format!("region{i}.>"),
+            _ => format!("*.shop{i}"),
+        }
+    }
 
     /// How the event finds its topic.
     #[derive(Clone, Copy, Debug)]
@@ -552,6 +568,12 @@ pub mod scale {
         let others: Vec<_> = (0..shape.others)
             .map(|_| other.receiver().expect("bus is open"))
             .collect();
+        let patterns: Vec<_> = (0..shape.patterns)
+            .map(|i| {
+                let builder = bus.subscriber::<Payload>().pattern(pattern(i)).capacity(16);
+                builder.receiver().expect("valid pattern")
+            })
+            .collect();
         let target = bus.topic_named::<Payload>("target").expect("valid name");
         let sink = |env: &crier::Envelope<Payload>| {
             black_box(env.0[0]);
@@ -570,7 +592,7 @@ pub mod scale {
             };
         }
         let elapsed = start.elapsed();
-        black_box((topics, others));
+        black_box((topics, others, patterns));
         elapsed
     }
 }
