@@ -12,6 +12,7 @@ use crate::dispatch::{Executor, Runtime, Threads};
 use crate::envelope::Envelope;
 use crate::error::{PublishError, ShutdownError, SubscribeError, TopicError, WaitIdleError};
 use crate::message::{Draft, Message};
+use crate::observe::AnyEnvelope;
 use crate::pattern::Pattern;
 use crate::reach::Reach;
 use crate::receiver::Receiver;
@@ -87,7 +88,9 @@ impl BusShared {
     }
 
     pub(crate) fn default_topic<E: Send + Sync + 'static>(&self) -> Arc<TopicCore<E>> {
-        self.registry.default_topic(self.make_topic())
+        let topic = self.registry.default_topic(self.make_topic());
+        self.runtime.watchers.note(&topic);
+        topic
     }
 
     /// Puts a pattern subscriber on the named topics its pattern matches, now and as
@@ -405,6 +408,62 @@ impl Bus {
     /// Starts a subscriber on `E`'s default topic with options.
     pub fn subscriber<E: Send + Sync + 'static>(&self) -> SubscriberBuilder<E> {
         self.topic().subscriber()
+    }
+
+    /// Observes every event accepted on every topic of the bus, whatever its type, with
+    /// the bus's default options: for audit logs, analytics and debugging. The handler
+    /// gets each event as an [`AnyEnvelope`] (its type name, topic, metadata, and the
+    /// event to downcast).
+    ///
+    /// An observer is a subscriber of its own topic (the default topic of
+    /// `AnyEnvelope`), so [`observer`](Self::observer) gives it every option a
+    /// subscriber has, and its stats, unsubscribe and shutdown behave as a
+    /// subscriber's. It sees an event after it is accepted and before the event's
+    /// inline handlers run, so before anything they publish. Its overflow policy
+    /// applies to every publisher on the bus: an observer with [`Overflow::Block`](crate::Overflow::Block)
+    /// that falls behind slows every publisher; use `DropOldest` or `DropNewest` (and
+    /// watch its `dropped` count) where that must not happen. An observer does not
+    /// route an event: an event only observers saw still counts as unrouted on its
+    /// topic (see [`Unrouted`](crate::Unrouted)).
+    ///
+    /// # Errors
+    ///
+    /// See [`SubscriberBuilder::subscribe`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use crier::{AnyEnvelope, Bus};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::builder().inline().build()?;
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = log.clone();
+    /// let _audit = bus.observe_all(move |env: &AnyEnvelope| {
+    ///     seen.lock().unwrap().push(format!("{} on {}", env.type_name(), env.topic()));
+    /// })?;
+    /// bus.publish(7_u32)?;
+    /// bus.topic_named::<String>("orders.eu")?.publish("order 1".into())?;
+    /// assert_eq!(*log.lock().unwrap(), ["u32 on u32", "alloc::string::String on orders.eu"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn observe_all<F, R>(&self, mut handler: F) -> Result<Subscription, SubscribeError>
+    where
+        F: FnMut(&AnyEnvelope) -> R + Send + 'static,
+        R: HandlerResult,
+    {
+        self.observer()
+            .subscribe(move |env: &Envelope<AnyEnvelope>| handler(env))
+    }
+
+    /// Starts an observer of every event on the bus with options (see
+    /// [`observe_all`](Self::observe_all)): its handler or receiver gets
+    /// `Envelope<AnyEnvelope>`, which dereferences to the [`AnyEnvelope`]. The outer
+    /// envelope's own metadata are the observation's; the event's are the
+    /// `AnyEnvelope`'s.
+    pub fn observer(&self) -> SubscriberBuilder<AnyEnvelope> {
+        self.subscriber()
     }
 
     /// A pull receiver on `E`'s default topic with the bus's default options.

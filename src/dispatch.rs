@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::context;
 use crate::dedup::KeyHasher;
 use crate::in_flight::InFlight;
+use crate::observe::Watchers;
 use crate::sync::{Arc, Mutex};
 use crate::timer::Timer;
 
@@ -186,15 +187,16 @@ pub(crate) fn run_inline<R: Runnable + 'static>(runnable: &Arc<R>) {
 
 /// Runs `first`, then this thread's inline queue to empty, as the thread's outermost
 /// inline frame: publishes nested in either only append to the queue. If an outer
-/// frame is already running, this returns at once and that frame drains the queue;
-/// `first` is not run, so it must only do what an outermost frame may (hand-offs, which
-/// publishes make only where [`inline_running`] is false).
+/// frame is already running, this runs `first` and returns, and that frame drains the
+/// queue. (`first` runs hand-offs, which publishes make only where [`inline_running`]
+/// is false, so in a nested frame it finds none; it may publish, which queues.)
 pub(crate) fn inline_frame(first: impl FnOnce()) {
     let start = INLINE.with(|q| {
         let mut q = q.borrow_mut();
         !std::mem::replace(&mut q.draining, true)
     });
     if !start {
+        first();
         return;
     }
     /// Resets `draining` even if a runnable unwinds.
@@ -235,6 +237,8 @@ pub(crate) struct Runtime {
     pub(crate) retries_hold_idle: bool,
     /// Hashes idempotency keys for every dedup window of the bus.
     pub(crate) key_hasher: KeyHasher,
+    /// The topics of observers and of unrouted notices (see `observe`).
+    pub(crate) watchers: Watchers,
 }
 
 impl Runtime {
@@ -244,6 +248,7 @@ impl Runtime {
             closed: crate::sync::AtomicBool::new(false),
             sealed: crate::sync::AtomicBool::new(false),
             aborted: crate::sync::AtomicBool::new(false),
+            watchers: Watchers::default(),
             retries_hold_idle: !timer.is_manual(),
             timer,
             key_hasher: KeyHasher::new(),

@@ -202,6 +202,11 @@ impl<E> Envelope<E> {
         self.shared.meta.idempotency_key.as_deref().map(IdempotencyKey::text)
     }
 
+    /// The event and metadata every holder of this event shares.
+    pub(crate) fn shared(&self) -> &Arc<Shared<E>> {
+        &self.shared
+    }
+
     /// [`published_at`](Self::published_at) as the bus keeps it.
     pub(crate) fn stamp(&self) -> Stamp {
         self.shared.meta.published_at

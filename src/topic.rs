@@ -61,6 +61,7 @@ use crate::envelope::{Envelope, EventId, Metadata, Shared};
 use crate::error::{Failure, PublishError, ReplayError, SubscribeError, TopicError};
 use crate::history::{self, History, Log, Offset};
 use crate::message::{Draft, Message};
+use crate::observe;
 use crate::policy::{DropReason, Overflow};
 use crate::receiver::Receiver;
 use crate::registry::TopicName;
@@ -285,6 +286,15 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         let mut commit = self.commit.lock();
         // `join_ring` made the readers before it made `reader`, and they stay.
         commit.readers.as_mut().map_or(0, |readers| readers.leave(reader))
+    }
+
+    /// Whether anyone listens: a subscriber, or a receiver on the ring.
+    pub(crate) fn has_subscribers(&self) -> bool {
+        self.subscribers.len() > 0 || self.commit.lock().readers.as_ref().is_some_and(|r| r.len() > 0)
+    }
+
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
     pub(crate) fn remove(&self, sub: &Subscriber<E>) {
@@ -786,16 +796,21 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                     _ => {}
                 }
             }
+            // Observers see the event before anything its inline handlers publish.
+            let announce = || observe::announce(self, &env, accepted == 0, wait);
             if inline {
                 // The queued inline subscribers were submitted first: they run after the
                 // hand-offs but before anything the hand-offs' handlers publish.
                 dispatch::inline_frame(|| {
+                    announce();
                     for target in &targets {
                         if let Plan::HandedOff = target.plan {
                             dispatch::run_inline(target.sub);
                         }
                     }
                 });
+            } else {
+                announce();
             }
             return Ok(Receipt {
                 id: env.id(),
