@@ -198,24 +198,13 @@ fn b5(settings: &Settings) {
         "\nB5  scale: publish to a topic with 1 inline subscriber, {} events",
         settings.scale_events
     );
-    for route in [scale::Route::ByType, scale::Route::ByName] {
-        let shapes: Vec<scale::Shape> = std::iter::once(scale::BASELINE).chain(scale::SHAPES).collect();
-        let mut times = rotate(settings.rounds, shapes.len(), |k| {
-            ns_per_event(
-                scale::publish(shapes[k], route, settings.scale_events),
-                settings.scale_events,
-            )
-        });
-        let baseline = times.remove(0);
-        println!(
-            "  {route:?}: baseline (1 topic, no other subscribers) {} ns per event",
-            Spread::of(&baseline).show(0)
-        );
-        for (shape, times) in scale::SHAPES.iter().zip(&times) {
-            let label = format!("{} topics, {} receivers elsewhere", shape.topics, shape.others);
-            row(&label, Spread::of_ratios(times, &baseline), Some(1.2));
-        }
-    }
+    publish_costs(
+        settings,
+        &scale::SHAPES,
+        "1 topic, no other subscribers",
+        1.2,
+        |shape| format!("{} topics, {} receivers elsewhere", shape.topics, shape.others),
+    );
 }
 
 fn b7(settings: &Settings) {
@@ -223,22 +212,34 @@ fn b7(settings: &Settings) {
         "\nB7  wildcards: publish to a topic with 1 inline subscriber, {} events, patterns registered elsewhere",
         settings.scale_events
     );
+    publish_costs(settings, &scale::PATTERNS, "no patterns", 1.5, |shape| {
+        format!("{} patterns", shape.patterns)
+    });
+}
+
+/// B5 and B7: each shape's publish cost over the baseline's, by type and by name.
+fn publish_costs(
+    settings: &Settings,
+    shapes: &[scale::Shape],
+    baseline_label: &str,
+    target: f64,
+    label: impl Fn(&scale::Shape) -> String,
+) {
     for route in [scale::Route::ByType, scale::Route::ByName] {
-        let shapes: Vec<scale::Shape> = std::iter::once(scale::BASELINE).chain(scale::PATTERNS).collect();
-        let mut times = rotate(settings.rounds, shapes.len(), |k| {
+        let all: Vec<scale::Shape> = std::iter::once(scale::BASELINE).chain(shapes.iter().copied()).collect();
+        let mut times = rotate(settings.rounds, all.len(), |k| {
             ns_per_event(
-                scale::publish(shapes[k], route, settings.scale_events),
+                scale::publish(all[k], route, settings.scale_events),
                 settings.scale_events,
             )
         });
         let baseline = times.remove(0);
         println!(
-            "  {route:?}: baseline (no patterns) {} ns per event",
+            "  {route:?}: baseline ({baseline_label}) {} ns per event",
             Spread::of(&baseline).show(0)
         );
-        for (shape, times) in scale::PATTERNS.iter().zip(&times) {
-            let label = format!("{} patterns", shape.patterns);
-            row(&label, Spread::of_ratios(times, &baseline), Some(1.5));
+        for (shape, times) in shapes.iter().zip(&times) {
+            row(&label(shape), Spread::of_ratios(times, &baseline), Some(target));
         }
     }
 }
