@@ -7,18 +7,15 @@
 //! matcher, one pattern against one name; `pattern_trie` finds every pattern that
 //! matches a name without trying each one.
 
-use std::fmt;
-
 use crate::registry::{check_syntax, Syntax};
 
 /// A checked pattern.
-#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Pattern {
     text: Box<str>,
 }
 
 /// One token of a pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub(crate) enum Token<'a> {
     Literal(&'a str),
     /// `*`: exactly one token.
@@ -54,18 +51,6 @@ impl Pattern {
             }
         }
         names.next().is_none()
-    }
-}
-
-impl fmt::Debug for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.text, f)
-    }
-}
-
-impl fmt::Display for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
     }
 }
 

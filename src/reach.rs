@@ -28,7 +28,7 @@
 //! before the removal, so it is in the list `leave` takes.
 
 use std::any::Any;
-use std::collections::HashSet;
+use std::collections::hash_map::{Entry, HashMap};
 
 use crate::inbox::Inbox;
 use crate::pattern::Pattern;
@@ -64,15 +64,10 @@ pub(crate) struct Reach<E> {
     pub(crate) id: u64,
     pub(crate) pattern: Pattern,
     sub: Arc<Subscriber<E>>,
+    /// The topics it is on, by address (so a second join of one is found at once);
     /// `None` once the subscriber left.
-    joined: Mutex<Option<Joined<E>>>,
+    joined: Mutex<Option<HashMap<usize, Arc<TopicCore<E>>>>>,
     patterns: Weak<Patterns>,
-}
-
-struct Joined<E> {
-    topics: Vec<Arc<TopicCore<E>>>,
-    /// The topics' addresses, so a second join of one is found at once.
-    addresses: HashSet<usize>,
 }
 
 /// A pattern subscriber, whatever its event type, as the trie keeps it.
@@ -88,10 +83,7 @@ impl<E: Send + Sync + 'static> Reach<E> {
             id,
             pattern,
             sub,
-            joined: Mutex::new(Some(Joined {
-                topics: Vec::new(),
-                addresses: HashSet::new(),
-            })),
+            joined: Mutex::new(Some(HashMap::new())),
             patterns: Arc::downgrade(patterns),
         }
     }
@@ -102,7 +94,8 @@ impl<E: Send + Sync + 'static> Reach<E> {
         if let Some(patterns) = self.patterns.upgrade() {
             patterns.lock().remove(&self.pattern, self.id);
         }
-        self.joined.lock().take().map_or_else(Vec::new, |joined| joined.topics)
+        let joined = self.joined.lock().take();
+        joined.map_or_else(Vec::new, |topics| topics.into_values().collect())
     }
 }
 
@@ -116,9 +109,9 @@ impl<E: Send + Sync + 'static> Joins for Reach<E> {
         let Some(joined) = joined.as_mut() else {
             return;
         };
-        if joined.addresses.insert(Arc::as_ptr(&topic) as usize) {
+        if let Entry::Vacant(place) = joined.entry(Arc::as_ptr(&topic) as usize) {
             topic.add(self.sub.clone());
-            joined.topics.push(topic);
+            place.insert(topic);
         }
     }
 }
