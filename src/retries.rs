@@ -32,7 +32,9 @@
 //!   count up: a wake adds 1 to `in_flight` before it sets the subscriber's token (so
 //!   the count never dips), and the runner that clears the token finishes that 1 after
 //!   the batch in which it picked what was due. A wake that finds the token already set
-//!   gives its 1 back. Unsubscribe and shutdown clear the token too.
+//!   gives its 1 back. Unsubscribe and shutdown clear the token too. A batch that runs
+//!   out of budget with retries left puts a token back (adding 1 first, as a wake
+//!   does), so the count holds up across the runner's trip through its run queue.
 //!
 //!   Events *held* behind a waiting retry (step 2) are stuck on the clock too, so they
 //!   are *lent* out of `in_flight`: a runner that finds itself held finishes the

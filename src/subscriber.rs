@@ -643,6 +643,15 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             Some(_) => true,
             None => *budget > 0 || (self.inbox.is_empty() && state.retries.is_empty()),
         };
+        // Out of budget with retries left (a clock moved by hand can make many due at
+        // once, and they are not in flight until taken): a wake token stays in flight
+        // until the runner is back, or `wait_idle` could see the bus idle in between.
+        if !empty && self.lends() && !state.retries.is_empty() {
+            self.runtime.in_flight.add(1);
+            if self.wake_token.swap(true, Ordering::SeqCst) {
+                settled += 1;
+            }
+        }
         drop(guard);
         // Checked here: a call with an empty batch cost about 50 instructions.
         if !dead.is_empty() {

@@ -646,3 +646,34 @@ fn held_events_evicted_by_drop_oldest_stay_accounted_under_a_manual_clock() {
         assert_eq!(bus.stats().in_flight, 0);
     }
 }
+
+/// More retries come due at one clock move than a runner handles in one batch: the
+/// runner yields between batches, and `wait_idle` must not see the bus idle then.
+#[test]
+fn wait_idle_covers_more_due_retries_than_one_batch_holds() {
+    // Several rounds: the gap between batches is short.
+    for dispatch in [Dispatch::Pool, Dispatch::Thread].repeat(10) {
+        let clock = ManualClock::new();
+        let bus = Bus::builder().clock(clock.clone()).build().unwrap();
+        let sub = bus
+            .subscriber::<u32>()
+            .dispatch(dispatch)
+            .at_least_once(Retry::unordered().max_attempts(2).backoff(Backoff::fixed(MS(1_000))))
+            .subscribe(|_: &Envelope<u32>| -> Result<(), String> { Err("down".into()) })
+            .unwrap();
+        for n in 0_u32..500 {
+            bus.publish(n).unwrap();
+        }
+        bus.wait_idle(FIVE_SECONDS).unwrap();
+        assert_eq!(sub.stats().retrying, 500);
+        clock.advance(MS(1_000));
+        bus.wait_idle(FIVE_SECONDS).unwrap();
+        let stats = sub.stats();
+        assert_eq!(
+            (stats.dead_lettered, stats.retrying),
+            (500, 0),
+            "{dispatch:?}: {stats:?}"
+        );
+        assert_balanced(&stats);
+    }
+}
