@@ -115,9 +115,18 @@ impl BusShared {
     fn stats(&self) -> BusStats {
         let mut topics: Vec<_> = self.registry.all().iter().map(|t| t.stats()).collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut subscribers = Vec::new();
+        let mut groups = Vec::new();
+        for control in self.controls() {
+            match control.group() {
+                Some(group) => groups.push(group),
+                None => subscribers.push(control.stats()),
+            }
+        }
         BusStats {
             topics,
-            subscribers: self.controls().iter().map(|c| c.stats()).collect(),
+            subscribers,
+            groups,
             in_flight: self.runtime.in_flight.get(),
         }
     }

@@ -200,6 +200,15 @@ pub enum SubscribeError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The group name of [`SubscriberBuilder::group`](crate::SubscriberBuilder::group)
+    /// is not valid (the rules of topic names), or the group cannot take this member.
+    #[error("invalid group `{group}`: {reason}")]
+    InvalidGroup {
+        /// The group's name.
+        group: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The subscriber cannot start at the offset it asked for
     /// ([`SubscriberBuilder::start_at`](crate::SubscriberBuilder::start_at)).
     #[error(transparent)]

@@ -8,6 +8,7 @@
 use crate::broadcast::Seat;
 use crate::envelope::Envelope;
 use crate::mailbox::Mailbox;
+use crate::policy::DropReason;
 use crate::receiver::Take;
 use crate::ring::Read;
 use crate::stats::SubscriberStats;
@@ -37,6 +38,13 @@ pub(crate) trait Inbox<E>: Send + Sync + Sized + 'static {
 
     /// Drops everything not yet taken; returns `(queued, lagged past)`.
     fn discard(&self) -> (u64, u64);
+
+    /// Leaving for `reason`: gives events that waited for a retry to whoever else can
+    /// take them (a group member's group, see `group`); returns those nobody can, to
+    /// be dropped.
+    fn hand_over(&self, waiting: Vec<Envelope<E>>, _reason: DropReason) -> Vec<Envelope<E>> {
+        waiting
+    }
 
     /// Unsubscribe: takes `sub` off `topic`. Once this returns, no publish adds to
     /// the inbox any more (a publish that had already chosen it has committed).

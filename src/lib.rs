@@ -50,8 +50,10 @@
 //! `publish` returns `Ok` once the event is queued for every matching subscriber, or
 //! accounted for by that subscriber's overflow policy. Every `Err` hands the event back
 //! ([`PublishError::into_event`]). For every subscriber, whenever nothing is running:
-//! `delivered + failed + dead_lettered + dropped + queued + retrying == accepted`
-//! ([`SubscriberStats::is_balanced`]).
+//! `delivered + failed + dead_lettered + deduplicated + dropped + queued + retrying +
+//! unacked + handed_over == accepted` ([`SubscriberStats::is_balanced`];
+//! `dead_lettered`, `deduplicated`, `retrying`, `unacked` and `handed_over` stay zero
+//! unless the subscriber is at-least-once, an [`AckReceiver`] or a group member).
 //! An event that matches no subscriber is counted as unrouted on its topic.
 //!
 //! ```
@@ -380,6 +382,38 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Consumer groups
+//!
+//! Subscribers that join one group ([`SubscriberBuilder::group`]) share one stream:
+//! each event goes to exactly one member, whichever is free (competing consumers, like
+//! a RabbitMQ queue with several consumers or a NATS queue group). The group is one
+//! queue on its topic, with its own capacity and overflow policy, counted in
+//! [`BusStats::groups`] ([`GroupStats`]); members take from it and are counted like
+//! any subscriber. A member that joins takes its share from then on. A member that
+//! leaves loses nothing: queued events are the group's, and its events waiting for a
+//! retry go back to the queue, attempt count kept. A member that fails or stalls never
+//! holds back the others. Members run in parallel, so a group promises no order across
+//! its events. `examples/work_queue.rs` stops a worker half-way through a queue of
+//! uploads, and every file is still processed exactly once.
+//!
+//! ```
+//! use std::time::Duration;
+//! use crier::{Bus, Envelope};
+//!
+//! struct Upload { id: u32 }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Bus::new();
+//! let worker = || bus.subscriber::<Upload>().group("thumbnailers").subscribe(|_: &Envelope<Upload>| {});
+//! let (first, second) = (worker()?, worker()?);
+//! for id in 0..10 {
+//!     bus.publish(Upload { id })?;
+//! }
+//! bus.wait_idle(Duration::from_secs(5))?;
+//! assert_eq!(first.stats().delivered + second.stats().delivered, 10);
+//! # Ok(()) }
+//! ```
+//!
 //! # Observing the whole bus
 //!
 //! [`Bus::observe_all`] sees every event accepted on every topic, whatever its type, as
@@ -439,6 +473,8 @@ mod error;
 #[cfg(all(not(loom), feature = "serde"))]
 mod export;
 #[cfg(not(loom))]
+mod group;
+#[cfg(not(loom))]
 mod history;
 #[cfg(not(loom))]
 mod in_flight;
@@ -490,6 +526,7 @@ mod timer;
 mod topic;
 #[cfg(not(loom))]
 mod topic_history;
+mod wake_one;
 
 #[cfg(loom)]
 mod in_flight;
@@ -517,7 +554,7 @@ pub use crate::{
     receiver::{Iter, Receiver, TryIter},
     retention::Retention,
     shutdown::ShutdownReport,
-    stats::{BusStats, Consumer, DropCounts, SubscriberId, SubscriberStats, TopicStats},
+    stats::{BusStats, Consumer, DropCounts, GroupStats, SubscriberId, SubscriberStats, TopicStats},
     subscribe::{HandlerResult, SubscriberBuilder},
     subscription::Subscription,
     topic::{Receipt, Topic},

@@ -843,3 +843,146 @@ fn loom_joining_at_a_cut_gets_every_offset_once() {
         assert_eq!(seen, [0, 1]);
     });
 }
+
+/// A consumer group reduced to the protocol of `wake_one`: one shared queue, and
+/// members with their own schedule state whose runner pops from it.
+struct ModelGroup {
+    queue: Mutex<VecDeque<u32>>,
+    handled: Mutex<Vec<u32>>,
+    members: crate::wake_one::Members,
+}
+
+struct ModelMember {
+    group: Arc<ModelGroup>,
+    state: ScheduleState,
+    active: crate::sync::AtomicBool,
+    /// The run lock: a leave waits for a running batch.
+    run: Mutex<()>,
+    runners: AtomicUsize,
+}
+
+impl crate::wake_one::Member for ModelMember {
+    fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    fn notify(&self) -> bool {
+        self.state.notify()
+    }
+
+    /// The submitting thread plays the executor and runs the member itself.
+    fn submit(self: std::sync::Arc<Self>) {
+        loop {
+            self.state.begin_run();
+            assert_eq!(
+                self.runners.fetch_add(1, Ordering::SeqCst),
+                0,
+                "two runners on one member"
+            );
+            {
+                let _run = self.run.lock().unwrap();
+                // As `Subscriber::run_batch`: `active` is checked before every pop.
+                while self.is_active() {
+                    let next = self.group.queue.lock().unwrap().pop_front();
+                    match next {
+                        Some(item) => self.group.handled.lock().unwrap().push(item),
+                        None => break,
+                    }
+                }
+            }
+            self.runners.fetch_sub(1, Ordering::SeqCst);
+            if self.state.try_release() {
+                return;
+            }
+        }
+    }
+}
+
+impl ModelGroup {
+    fn new() -> Arc<Self> {
+        Arc::new(ModelGroup {
+            queue: Mutex::new(VecDeque::new()),
+            handled: Mutex::new(Vec::new()),
+            members: crate::wake_one::Members::new(),
+        })
+    }
+
+    fn join(group: &Arc<Self>) -> std::sync::Arc<ModelMember> {
+        let member = std::sync::Arc::new(ModelMember {
+            group: group.clone(),
+            state: ScheduleState::new(),
+            active: crate::sync::AtomicBool::new(true),
+            run: Mutex::new(()),
+            runners: AtomicUsize::new(0),
+        });
+        group.members.add(member.clone());
+        member
+    }
+
+    /// A publish: push, then wake one member (the group's `notify` is always `true`).
+    fn publish(&self, item: u32) {
+        self.queue.lock().unwrap().push_back(item);
+        self.members.wake();
+    }
+
+    /// Unsubscribe's steps for a member: clear `active`, wait for its batch, leave the
+    /// list, and wake another if events are queued (`Group::leave`).
+    fn leave(&self, member: &std::sync::Arc<ModelMember>) {
+        member.active.store(false, Ordering::SeqCst);
+        let run = member.run.lock().unwrap();
+        self.members.remove(std::sync::Arc::as_ptr(member).cast());
+        drop(run);
+        if !self.queue.lock().unwrap().is_empty() {
+            self.members.wake();
+        }
+    }
+
+    fn assert_each_handled_once(&self, items: &[u32]) {
+        let mut handled = self.handled.lock().unwrap().clone();
+        handled.sort_unstable();
+        assert_eq!(handled, items, "an event was lost or handled twice");
+        assert!(self.queue.lock().unwrap().is_empty(), "an event stayed queued");
+        // The members hold the group and the group lists them (as `Group`'s retire).
+        self.members.clear();
+    }
+}
+
+#[test]
+fn loom_group_every_event_is_handled_by_one_member() {
+    // Two publishers race; each wake finds an idle member or leaves a busy one
+    // notified. Every event is handled once, and no member runs twice at once.
+    loom::model(|| {
+        let group = ModelGroup::new();
+        let _a = ModelGroup::join(&group);
+        let _b = ModelGroup::join(&group);
+        let publishers: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|item| {
+                let group = group.clone();
+                thread::spawn(move || group.publish(item))
+            })
+            .collect();
+        for publisher in publishers {
+            publisher.join().unwrap();
+        }
+        group.assert_each_handled_once(&[1, 2]);
+    });
+}
+
+#[test]
+fn loom_group_a_member_leaving_strands_no_event() {
+    // A publish races a member's leave: whether the wake picked the leaver (which
+    // then stops before popping) or not, the event is handled once by someone.
+    loom::model(|| {
+        let group = ModelGroup::new();
+        let a = ModelGroup::join(&group);
+        let _b = ModelGroup::join(&group);
+        let publisher = {
+            let group = group.clone();
+            thread::spawn(move || group.publish(1))
+        };
+        group.leave(&a);
+        publisher.join().unwrap();
+        group.assert_each_handled_once(&[1]);
+    });
+}

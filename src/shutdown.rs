@@ -54,11 +54,14 @@ impl ShutdownReport {
         self.stats.subscribers.iter().map(|s| s.dead_lettered).sum()
     }
 
-    /// Events dropped, by reason, over all subscribers.
+    /// Events dropped, by reason, over all subscribers and consumer groups' queues.
     pub fn dropped(&self) -> DropCounts {
         let mut total = DropCounts::default();
         for s in &self.stats.subscribers {
             total.add(&s.dropped);
+        }
+        for g in &self.stats.groups {
+            total.add(&g.dropped);
         }
         total
     }
@@ -69,7 +72,8 @@ impl ShutdownReport {
             Consumer::Receiver => s.dropped.shutdown,
             Consumer::Handler(_) => s.dropped.shutdown + s.queued,
         };
-        stats.subscribers.iter().map(abandoned).sum()
+        let groups: u64 = stats.groups.iter().map(|g| g.dropped.shutdown + g.queued).sum();
+        stats.subscribers.iter().map(abandoned).sum::<u64>() + groups
     }
 
     pub(crate) fn receivers_backlog(stats: &BusStats) -> u64 {

@@ -47,6 +47,9 @@ pub(crate) struct Counters {
     pub(crate) dedup_evicted: AtomicU64,
     /// Of `dropped[Shutdown]`: events that were waiting for a retry.
     pub(crate) abandoned_retries: AtomicU64,
+    /// A group member's events that waited for a retry when it left, given back to
+    /// its group for another member.
+    pub(crate) handed_over: AtomicU64,
     pub(crate) dropped: [AtomicU64; 5],
     pub(crate) refused: AtomicU64,
     /// `DropOldest` evictions not yet reported to a receiver as `Lagged`.
@@ -142,12 +145,13 @@ pub enum Consumer {
 /// A snapshot of one subscriber's counters.
 ///
 /// The accounting identity (promise 1) reads
-/// `delivered + failed + dead_lettered + deduplicated + dropped.total() + queued + retrying + unacked == accepted`;
+/// `delivered + failed + dead_lettered + deduplicated + dropped.total() + queued + retrying + unacked + handed_over == accepted`;
 /// it holds whenever no handler is running and no publish is in progress, for instance
 /// after [`Bus::wait_idle`](crate::Bus::wait_idle). [`is_balanced`](Self::is_balanced)
 /// checks it. Each accepted event is in exactly one of those: handled, failed for good
 /// (at-most-once), dead-lettered (at-least-once), skipped as a duplicate, dropped,
-/// still queued, waiting for a retry, or out in an [`AckHandle`](crate::AckHandle).
+/// still queued, waiting for a retry, out in an [`AckHandle`](crate::AckHandle), or
+/// handed over to the rest of its group when it left.
 /// `retried` is not in it: it counts failed attempts, not events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -159,6 +163,8 @@ pub struct SubscriberStats {
     pub name: String,
     /// The topic it listens to.
     pub topic: String,
+    /// The consumer group it is a member of ([`SubscriberBuilder::group`](crate::SubscriberBuilder::group)).
+    pub group: Option<String>,
     /// How it consumes.
     pub consumer: Consumer,
     /// Its overflow policy.
@@ -167,7 +173,8 @@ pub struct SubscriberStats {
     pub delivery: Delivery,
     /// Its mailbox capacity; `None`: unbounded.
     pub capacity: Option<usize>,
-    /// Events it accepted: matched its filter in a publish that returned `Ok`.
+    /// Events it accepted: matched its filter in a publish that returned `Ok`. For a
+    /// group member: events it took from its group's queue.
     pub accepted: u64,
     /// Events its handler handled successfully, or its receiver handed out (an ack
     /// receiver: acked).
@@ -205,8 +212,12 @@ pub struct SubscriberStats {
     /// Publishes refused (`Err(Full)`, `Err(Timeout)`) because of this subscriber's full
     /// mailbox. Refused events were not accepted, so they are not in the identity.
     pub refused: u64,
-    /// Events waiting in its mailbox now.
+    /// Events waiting in its mailbox now (a group member has none: its group's queue
+    /// is in [`GroupStats`]).
     pub queued: u64,
+    /// A group member that left: events that were waiting for a retry, given back to
+    /// its group for another member to take (with their attempt count).
+    pub handed_over: u64,
     /// The most events its mailbox ever held at once.
     pub high_water: u64,
     /// The text of its latest failure.
@@ -220,6 +231,7 @@ impl SubscriberStats {
             id,
             name,
             topic,
+            group: None,
             consumer,
             overflow,
             delivery: Delivery::AtMostOnce,
@@ -239,17 +251,63 @@ impl SubscriberStats {
             dropped: DropCounts::default(),
             refused: 0,
             queued: 0,
+            handed_over: 0,
             high_water: 0,
             last_error: None,
         }
     }
 
     /// `delivered + failed + dead_lettered + deduplicated + dropped + queued + retrying
-    /// + unacked == accepted` (see the type's docs for when it must hold).
+    /// + unacked + handed_over == accepted` (see the type's docs for when it must hold).
     pub fn is_balanced(&self) -> bool {
         let settled = self.delivered + self.failed + self.dead_lettered + self.deduplicated;
         let waiting = self.queued + self.retrying + self.unacked;
-        settled + self.dropped.total() + waiting == self.accepted
+        settled + self.dropped.total() + waiting + self.handed_over == self.accepted
+    }
+}
+
+/// A snapshot of one consumer group's queue: what its topic gave the group, and where
+/// each event went. Each member's own counters are in [`BusStats::subscribers`]
+/// (their `accepted` is what they took from this queue).
+///
+/// The group's identity: `handed_out + dropped.total() + queued == accepted + handed_back`,
+/// whenever no publish is in progress and no member is taking an event.
+/// [`is_balanced`](Self::is_balanced) checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// The group's name.
+    pub name: String,
+    /// The topic it listens to.
+    pub topic: String,
+    /// Members now.
+    pub members: usize,
+    /// Its queue's capacity (every member's); `None`: unbounded.
+    pub capacity: Option<usize>,
+    /// Its queue's overflow policy (every member's).
+    pub overflow: Overflow,
+    /// Events the topic gave the group (one per publish, whichever member takes it).
+    pub accepted: u64,
+    /// Events members took from the queue.
+    pub handed_out: u64,
+    /// Events a member that left gave back (they were waiting for its retry).
+    pub handed_back: u64,
+    /// Accepted events dropped from the queue, by reason (overflow, the last member
+    /// leaving, shutdown).
+    pub dropped: DropCounts,
+    /// Publishes refused because the queue was full.
+    pub refused: u64,
+    /// Events waiting in the queue now.
+    pub queued: u64,
+    /// The most events the queue ever held at once.
+    pub high_water: u64,
+}
+
+impl GroupStats {
+    /// `handed_out + dropped + queued == accepted + handed_back` (see the type's docs).
+    pub fn is_balanced(&self) -> bool {
+        self.handed_out + self.dropped.total() + self.queued == self.accepted + self.handed_back
     }
 }
 
@@ -297,6 +355,8 @@ pub struct BusStats {
     pub topics: Vec<TopicStats>,
     /// Every live subscriber and receiver, in subscription order.
     pub subscribers: Vec<SubscriberStats>,
+    /// Every consumer group, in the order they were made.
+    pub groups: Vec<GroupStats>,
     /// Push deliveries queued or running now.
     pub in_flight: usize,
 }
@@ -311,6 +371,13 @@ impl BusStats {
     /// The topic with this name.
     pub fn topic(&self, name: &str) -> Option<&TopicStats> {
         self.topics.iter().find(|t| t.name == name)
+    }
+
+    /// The group with this name, if exactly one has it (one name may be a group on
+    /// several topics).
+    pub fn group(&self, name: &str) -> Option<&GroupStats> {
+        let mut found = self.groups.iter().filter(|g| g.name == name);
+        found.next().filter(|_| found.next().is_none())
     }
 }
 
@@ -350,6 +417,29 @@ impl fmt::Display for BusStats {
                 s.queued + s.retrying + s.unacked,
                 s.high_water
             )?;
+        }
+        if !self.groups.is_empty() {
+            let name_width = self.groups.iter().map(|g| g.name.len()).max().unwrap_or(0).max(5);
+            writeln!(f)?;
+            writeln!(
+                f,
+                "{:<name_width$}  {:>7}  {:>9}  {:>10}  {:>11}  {:>7}  {:>6}  {:>4}",
+                "group", "members", "accepted", "handed out", "handed back", "dropped", "queued", "peak"
+            )?;
+            for g in &self.groups {
+                writeln!(
+                    f,
+                    "{:<name_width$}  {:>7}  {:>9}  {:>10}  {:>11}  {:>7}  {:>6}  {:>4}",
+                    g.name,
+                    g.members,
+                    g.accepted,
+                    g.handed_out,
+                    g.handed_back,
+                    g.dropped.total(),
+                    g.queued,
+                    g.high_water
+                )?;
+            }
         }
         write!(f, "in flight: {}", self.in_flight)
     }

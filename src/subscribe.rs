@@ -15,7 +15,7 @@ use crate::pattern::Pattern;
 use crate::policy::{Dispatch, Overflow};
 use crate::reach::On;
 use crate::receiver::Receiver;
-use crate::registry::TopicName;
+use crate::registry::{check_syntax, Syntax, TopicName};
 use crate::stats::Consumer;
 use crate::subscriber::{ErrorHook, Filter, Handler, KeyOf, Parts, Subscriber};
 use crate::subscription::{Control, Registration, Subscription};
@@ -88,6 +88,7 @@ pub struct SubscriberBuilder<E> {
     max_unacked: Option<usize>,
     start_at: Offset,
     pattern: Option<String>,
+    group: Option<String>,
 }
 
 impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
@@ -106,6 +107,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             max_unacked: None,
             start_at: Offset::Latest,
             pattern: None,
+            group: None,
         }
     }
 
@@ -351,6 +353,85 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         self
     }
 
+    /// Joins the consumer group `name` on this topic: the group's members share one
+    /// stream, and each event goes to exactly one member (competing consumers, like a
+    /// RabbitMQ queue with several consumers or a NATS queue group). The first member
+    /// makes the group; the last one to leave ends it.
+    ///
+    /// - **One queue.** The group has one queue on the topic, with this member's
+    ///   [`capacity`](Self::capacity) and [`overflow`](Self::overflow) (every member
+    ///   must give the same). A publish queues each event there once; a member takes
+    ///   the next one when it is free, so a slow or stuck member never holds back work
+    ///   the others could do. The queue's counters are in
+    ///   [`BusStats::groups`](crate::BusStats::groups); a member's `accepted` counts
+    ///   what it took.
+    /// - **Joining and leaving.** A member that joins takes its share from then on. A
+    ///   member that leaves loses nothing: queued events are the group's and the
+    ///   others take them; its events waiting for a retry (at-least-once) go back to
+    ///   the queue with their attempt count, and are counted in its `handed_over`.
+    ///   The last member to leave ends the group: it takes what is still queued and
+    ///   drops it, counted in its own stats as
+    ///   [`DropReason::Unsubscribed`](crate::DropReason::Unsubscribed), as any
+    ///   subscriber that leaves does.
+    /// - **Failures** follow each member's own [`Delivery`]: at-most-once, a failed
+    ///   event is counted as failed by the member that took it; at-least-once, that
+    ///   member retries it (an ordered retry holds only that member, the others go on)
+    ///   and dead-letters it when its attempts run out. A member that fails every
+    ///   event takes its turn like the others and never starves them.
+    /// - **Order.** Members run in parallel, so events are handled in no particular
+    ///   order across the group; each member sees the events it takes in `seq` order.
+    ///
+    /// Members are push subscribers on the pool or a thread of their own, without a
+    /// filter, on one topic, from the latest offset.
+    ///
+    /// # Errors
+    ///
+    /// From [`subscribe`](Self::subscribe): [`SubscribeError::InvalidGroup`] for a
+    /// name that is not a valid topic name, or for a member with inline dispatch, a
+    /// filter, a pattern, a `start_at`, or a capacity or overflow other than the
+    /// group's; [`receiver`](Self::receiver) and [`ack_receiver`](Self::ack_receiver)
+    /// refuse a group the same way (groups of receivers are not supported yet).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use crier::{Bus, Envelope};
+    ///
+    /// struct Resize { file: u32 }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::new();
+    /// let done = Arc::new(AtomicU32::new(0));
+    /// let workers: Vec<_> = (0..3)
+    ///     .map(|w| {
+    ///         let done = done.clone();
+    ///         bus.subscriber::<Resize>()
+    ///             .name(format!("worker-{w}"))
+    ///             .group("resizers")
+    ///             .subscribe(move |_: &Envelope<Resize>| {
+    ///                 done.fetch_add(1, Ordering::Relaxed);
+    ///             })
+    ///     })
+    ///     .collect::<Result<_, _>>()?;
+    /// for file in 0..100 {
+    ///     bus.publish(Resize { file })?;
+    /// }
+    /// bus.wait_idle(Duration::from_secs(5))?;
+    /// assert_eq!(done.load(Ordering::Relaxed), 100, "each file once, by one worker");
+    /// let stats = bus.stats();
+    /// let group = stats.group("resizers").unwrap();
+    /// assert_eq!((group.members, group.accepted, group.handed_out), (3, 100, 100));
+    /// # drop(workers);
+    /// # Ok(()) }
+    /// ```
+    pub fn group(mut self, name: impl Into<String>) -> Self {
+        self.group = Some(name.into());
+        self
+    }
+
     /// Registers `handler` and returns the guard that keeps it registered.
     ///
     /// # Errors
@@ -359,7 +440,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// [`SubscribeError::InvalidPolicy`] for a [`Retry`] that cannot work,
     /// [`SubscribeError::Closed`] once the bus is shut down, [`SubscribeError::Spawn`]
     /// if a [`Dispatch::Thread`] thread (or the retry timer's thread) could not start.
-    pub fn subscribe<F, R>(self, mut handler: F) -> Result<Subscription, SubscribeError>
+    pub fn subscribe<F, R>(mut self, mut handler: F) -> Result<Subscription, SubscribeError>
     where
         F: FnMut(&Envelope<E>) -> R + Send + 'static,
         R: HandlerResult,
@@ -367,7 +448,10 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         self.refuse_max_unacked()?;
         let dispatch = self.dispatch.unwrap_or(self.topic.bus.config.dispatch);
         let handler: Handler<E> = Box::new(move |env| handler(env).into_result());
-        let control = self.register(Consumer::Handler(dispatch), handler)?;
+        let control = match self.group.take() {
+            Some(group) => self.register_member(group, dispatch, handler)?,
+            None => self.register(Consumer::Handler(dispatch), handler)?,
+        };
         Ok(Subscription::new(control))
     }
 
@@ -382,6 +466,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// itself, so the bus never sees it fail or succeed. Use
     /// [`ack_receiver`](Self::ack_receiver) for those.
     pub fn receiver(self) -> Result<Receiver<E>, SubscribeError> {
+        self.refuse_group()?;
         if let Delivery::AtLeastOnce(_) = self.delivery {
             return Err(SubscribeError::InvalidPolicy {
                 reason: "a receiver cannot be at-least-once (the bus never sees it fail): use ack_receiver",
@@ -429,6 +514,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// once the bus is shut down; [`SubscribeError::Spawn`] if the retry timer's thread
     /// could not start.
     pub fn ack_receiver(self) -> Result<AckReceiver<E>, SubscribeError> {
+        self.refuse_group()?;
         let Delivery::AtLeastOnce(retry) = self.delivery else {
             return Err(SubscribeError::InvalidPolicy {
                 reason: "an ack receiver is at-least-once: call at_least_once(retry) first",
@@ -471,6 +557,70 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             });
         }
         Ok(Some(pattern))
+    }
+
+    fn refuse_group(&self) -> Result<(), SubscribeError> {
+        match &self.group {
+            Some(group) => Err(SubscribeError::InvalidGroup {
+                group: group.clone(),
+                reason: "groups of receivers are not supported yet: members are push subscribers",
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks what a group member cannot have (see [`group`](Self::group)).
+    fn check_member(&self, group: &str, dispatch: Dispatch) -> Result<(), SubscribeError> {
+        let refuse = |reason| {
+            Err(SubscribeError::InvalidGroup {
+                group: group.to_owned(),
+                reason,
+            })
+        };
+        if let Err(reason) = check_syntax(group, Syntax::Name) {
+            return refuse(reason);
+        }
+        if dispatch == Dispatch::Inline {
+            return refuse(
+                "a member runs on the pool or a thread of its own: inline, every event would run on its publisher",
+            );
+        }
+        if self.filter.is_some() {
+            return refuse("a member cannot have a filter: the group's queue takes every event of its topic");
+        }
+        if self.pattern.is_some() {
+            return refuse("a group listens to one topic, not a pattern");
+        }
+        if self.start_at != Offset::Latest {
+            return refuse("a member cannot start_at an offset: the group takes events from the latest");
+        }
+        Ok(())
+    }
+
+    /// Registers a push subscriber as a member of `group` (see `group`).
+    fn register_member(
+        self,
+        group: String,
+        dispatch: Dispatch,
+        handler: Handler<E>,
+    ) -> Result<Arc<dyn Control>, SubscribeError> {
+        self.check_member(&group, dispatch)?;
+        let topic = self.topic.clone();
+        let (parts, capacity) = self.parts(Consumer::Handler(dispatch), Some(handler))?;
+        let (member, made) = crate::group::join(&topic.core, &group, parts, capacity).map_err(|reason| {
+            SubscribeError::InvalidGroup {
+                group: group.clone(),
+                reason,
+            }
+        })?;
+        if let Some(made) = made {
+            topic.bus.remember(made);
+        }
+        let group = member.inbox.group().clone();
+        let on = On::Topic(topic.core.clone());
+        let control = remember(&topic, registration(on, &topic, member))?;
+        group.joined();
+        Ok(control)
     }
 
     fn refuse_max_unacked(&self) -> Result<(), SubscribeError> {
@@ -543,6 +693,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             bus: Arc::downgrade(bus),
             dedup: self.dedup,
             dedup_key: self.dedup_key,
+            members: None,
         };
         Ok((parts, capacity))
     }
@@ -641,6 +792,7 @@ impl<E> fmt::Debug for SubscriberBuilder<E> {
             .field("max_unacked", &self.max_unacked)
             .field("start_at", &self.start_at)
             .field("pattern", &self.pattern)
+            .field("group", &self.group)
             .finish()
     }
 }

@@ -68,6 +68,7 @@ use crate::stats::{Consumer, Counters, SubscriberId, SubscriberStats};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, Weak};
 use crate::timer::Wake;
 use crate::topic::Wait;
+use crate::wake_one::{Member, Members};
 
 pub(crate) type Handler<E> = Box<dyn FnMut(&Envelope<E>) -> Result<(), BoxError> + Send>;
 pub(crate) type Filter<E> = Box<dyn Fn(&E) -> bool + Send + Sync>;
@@ -138,6 +139,9 @@ pub(crate) struct Subscriber<E, Q = Mailbox<Envelope<E>>> {
     dead_letters: Option<DeadLetters<E>>,
     /// `.dedup_by`: the key of an event; `None`: the envelope's idempotency key.
     dedup_key: Option<KeyOf<E>>,
+    /// `Some` for a group's queue (see `group`): a push wakes one of these members
+    /// instead of running this subscriber, which has no handler.
+    members: Option<std::sync::Arc<Members>>,
     /// For arming the timer from `&self`.
     me: Weak<Self>,
 }
@@ -194,6 +198,7 @@ pub(crate) struct Parts<E> {
     pub(crate) bus: Weak<BusShared>,
     pub(crate) dedup: Option<DedupWindow>,
     pub(crate) dedup_key: Option<KeyOf<E>>,
+    pub(crate) members: Option<std::sync::Arc<Members>>,
 }
 
 impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
@@ -238,6 +243,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             evicted: AtomicU64::new(0),
             dead_letters,
             dedup_key: parts.dedup_key,
+            members: parts.members,
             me,
         }
     }
@@ -308,11 +314,20 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
     /// After a push, under the commit lock: `true` when the caller must
     /// [`submit`](Self::submit) the subscriber to its runner once the lock is released.
     pub(crate) fn notify(&self) -> bool {
+        if self.members.is_some() {
+            // A group's queue never runs: every push wakes a member.
+            return true;
+        }
         self.is_push() && self.schedule.notify()
     }
 
-    /// Hands the subscriber to its executor or to this thread's inline queue.
+    /// Hands the subscriber to its executor or to this thread's inline queue; for a
+    /// group's queue, wakes one member.
     pub(crate) fn submit(self: &Arc<Self>) {
+        if let Some(members) = &self.members {
+            members.wake();
+            return;
+        }
         match (self.consumer, &self.executor) {
             (Consumer::Handler(Dispatch::Inline), _) | (_, None) => dispatch::schedule_inline(self.clone()),
             (_, Some(executor)) => executor.submit(self.clone()),
@@ -330,8 +345,15 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             drop(env);
             n += 1;
         }
+        let total = retries.len() as u64;
+        // A group member gives its waiting retries back to its group (still in flight).
+        let retries = self.inbox.hand_over(retries, reason);
         let waiting = retries.len() as u64;
         drop(retries);
+        if waiting < total {
+            Counters::sub(&self.counters.retrying, total - waiting);
+            Counters::add(&self.counters.handed_over, total - waiting);
+        }
         self.counters.drop_n(reason, n + waiting);
         self.counters.drop_n(DropReason::Oldest, lagged);
         Counters::sub(&self.counters.retrying, waiting);
@@ -762,6 +784,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         }
         stats.dropped = c.dropped();
         stats.refused = c.refused.load(Ordering::Relaxed);
+        stats.handed_over = c.handed_over.load(Ordering::Relaxed);
         stats.last_error = c.last_error.lock().clone();
         self.inbox.fill(&mut stats);
         stats
@@ -845,6 +868,21 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         Counters::add_exclusive(&self.counters.accepted, 1);
         state.handed = Some(env);
         Ok(())
+    }
+}
+
+/// What a group's queue needs from its members (see `wake_one`).
+impl<E: Send + Sync + 'static, Q: Inbox<E>> Member for Subscriber<E, Q> {
+    fn is_active(&self) -> bool {
+        Subscriber::is_active(self)
+    }
+
+    fn notify(&self) -> bool {
+        Subscriber::notify(self)
+    }
+
+    fn submit(self: std::sync::Arc<Self>) {
+        Subscriber::submit(&self);
     }
 }
 

@@ -12,7 +12,7 @@ use crate::inbox::Inbox;
 use crate::mailbox::Mailbox;
 use crate::policy::{Dispatch, DropReason};
 use crate::reach::On;
-use crate::stats::{Consumer, SubscriberId, SubscriberStats};
+use crate::stats::{Consumer, GroupStats, SubscriberId, SubscriberStats};
 use crate::subscriber::Subscriber;
 use crate::sync::{Arc, Ordering, Weak};
 
@@ -20,6 +20,11 @@ use crate::sync::{Arc, Ordering, Weak};
 pub(crate) trait Control: Send + Sync {
     fn id(&self) -> SubscriberId;
     fn stats(&self) -> SubscriberStats;
+    /// `Some` for a consumer group's queue: its stats go in [`BusStats::groups`](crate::BusStats::groups)
+    /// instead of `subscribers`.
+    fn group(&self) -> Option<GroupStats> {
+        None
+    }
     /// Unsubscribes (idempotent) and returns the final counters.
     fn unsubscribe(&self) -> SubscriberStats;
     /// Wakes publishers blocked on this mailbox so they see the bus closing.

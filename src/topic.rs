@@ -59,6 +59,7 @@ use crate::dedup::{Accepted, DedupWindow, KeyHash};
 use crate::dispatch::{self, Runtime};
 use crate::envelope::{Envelope, EventId, Metadata, Shared};
 use crate::error::{Failure, PublishError, ReplayError, SubscribeError, TopicError};
+use crate::group::{Group, Groups};
 use crate::history::{self, History, Log, Offset};
 use crate::message::{Draft, Message};
 use crate::observe;
@@ -203,6 +204,8 @@ pub(crate) struct TopicCore<E> {
     id_prefix: u64,
     /// Publishers read it at step 1 (see `roster` for joins at a cut).
     subscribers: Roster<Arc<Subscriber<E>>>,
+    /// Its consumer groups by name (see `group`); each group's queue is in `subscribers`.
+    groups: Groups<E>,
     /// Held for step 3 of the protocol, by `close`, and by unsubscribe as a barrier.
     commit: Mutex<Commit<E>>,
     /// Set once, under `commit`.
@@ -227,6 +230,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             name,
             id_prefix,
             subscribers: Roster::new(),
+            groups: Groups::default(),
             commit: Mutex::new(Commit {
                 next_seq: 0,
                 readers: None,
@@ -301,6 +305,19 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         self.subscribers.remove(|s| s.id == sub.id);
     }
 
+    pub(crate) fn groups(&self) -> &Groups<E> {
+        &self.groups
+    }
+
+    /// Takes a dissolved group off the map, unless a new group has its name already.
+    pub(crate) fn forget_group(&self, group: &Arc<Group<E>>) {
+        let mut groups = self.groups.lock();
+        let name = group.name();
+        if groups.get(name).is_some_and(|g| Arc::ptr_eq(g, group)) {
+            groups.remove(name);
+        }
+    }
+
     /// Once this returns, no publish is between steps 3 and 4 with an old view of
     /// `active` flags or of `closed`.
     pub(crate) fn commit_barrier(&self) {
@@ -324,6 +341,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
 
     pub(crate) fn clear_subscribers(&self) {
         self.subscribers.clear();
+        self.groups.lock().clear();
         if let Some(readers) = self.commit.lock().readers.as_mut() {
             readers.clear();
         }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crier::SubscriberStats;
+use crier::{GroupStats, SubscriberStats};
 use parking_lot::Mutex;
 
 /// What a test event carries so the checker can identify it.
@@ -45,6 +45,8 @@ struct Window {
     closed: Option<u64>,
     /// The subscriber cannot lose events (policy `Block` and not aborted).
     lossless: bool,
+    /// A consumer group: its members run in parallel, so no order is checked.
+    group: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +62,51 @@ pub struct History {
     publishes: Mutex<Vec<Publish>>,
     windows: Mutex<BTreeMap<String, Window>>,
     deliveries: Mutex<HashMap<String, Vec<Delivery>>>,
-    finals: Mutex<BTreeMap<String, SubscriberStats>>,
+    finals: Mutex<BTreeMap<String, Finals>>,
+}
+
+/// The final counters of a subscriber, or of a group and every member it ever had.
+#[derive(Debug, Clone)]
+enum Finals {
+    Subscriber(SubscriberStats),
+    Group(GroupStats, Vec<SubscriberStats>),
+}
+
+impl Finals {
+    fn teardown(&self) -> u64 {
+        let dropped = |s: &SubscriberStats| s.dropped.unsubscribed + s.dropped.shutdown;
+        match self {
+            Finals::Subscriber(stats) => dropped(stats),
+            Finals::Group(group, members) => {
+                group.dropped.unsubscribed + group.dropped.shutdown + members.iter().map(dropped).sum::<u64>()
+            }
+        }
+    }
+
+    /// `None` when balanced and the handled count matches the `logged` deliveries.
+    fn imbalance(&self, logged: usize) -> Option<String> {
+        let handled = |s: &SubscriberStats| s.delivered + s.failed;
+        match self {
+            Finals::Subscriber(stats) => (!stats.is_balanced() || handled(stats) != logged as u64).then(|| {
+                format!(
+                    "accepted {} delivered {} failed {} dropped {} queued {}, {logged} deliveries logged",
+                    stats.accepted,
+                    stats.delivered,
+                    stats.failed,
+                    stats.dropped.total(),
+                    stats.queued,
+                )
+            }),
+            Finals::Group(group, members) => {
+                let taken: u64 = members.iter().map(|s| s.accepted).sum();
+                let handled: u64 = members.iter().map(handled).sum();
+                let balanced = group.is_balanced() && members.iter().all(SubscriberStats::is_balanced);
+                (!balanced || taken != group.handed_out || handled != logged as u64).then(|| {
+                    format!("group {group:?}; members took {taken}, handled {handled}; {logged} deliveries logged")
+                })
+            }
+        }
+    }
 }
 
 impl History {
@@ -101,6 +147,29 @@ impl History {
         );
     }
 
+    /// A consumer group opened: log every member's deliveries under `group`, and end
+    /// with [`final_group`](Self::final_group).
+    pub fn opened_group(&self, group: &str) {
+        let opened = self.tick();
+        self.windows.lock().insert(
+            group.to_owned(),
+            Window {
+                opened,
+                lossless: true,
+                group: true,
+                ..Window::default()
+            },
+        );
+    }
+
+    /// A group's final counters, with those of every member it had (live ones and
+    /// those that left).
+    pub fn final_group(&self, group: &str, stats: GroupStats, members: Vec<SubscriberStats>) {
+        self.finals
+            .lock()
+            .insert(group.to_owned(), Finals::Group(stats, members));
+    }
+
     /// Call just before unsubscribing.
     pub fn closing(&self, subscriber: &str) {
         let t = self.tick();
@@ -115,12 +184,16 @@ impl History {
         if let Some(w) = self.windows.lock().get_mut(subscriber) {
             w.closed = Some(t);
         }
-        self.finals.lock().insert(subscriber.to_owned(), stats);
+        self.finals
+            .lock()
+            .insert(subscriber.to_owned(), Finals::Subscriber(stats));
     }
 
     /// Records the final counters of a subscriber that stays subscribed.
     pub fn final_stats(&self, subscriber: &str, stats: SubscriberStats) {
-        self.finals.lock().insert(subscriber.to_owned(), stats);
+        self.finals
+            .lock()
+            .insert(subscriber.to_owned(), Finals::Subscriber(stats));
     }
 
     /// Call from the handler.
@@ -192,7 +265,7 @@ fn check(
     publishes: &[Publish],
     windows: &BTreeMap<String, Window>,
     deliveries: &HashMap<String, Vec<Delivery>>,
-    finals: &BTreeMap<String, SubscriberStats>,
+    finals: &BTreeMap<String, Finals>,
 ) -> Report {
     let mut report = Report::default();
     let outcome: HashMap<EventKey, Outcome> = publishes.iter().map(|p| (p.key, p.outcome)).collect();
@@ -210,11 +283,12 @@ fn check(
                 report.duplicated.push((name.clone(), d.key));
             }
             if let Some(&prev) = last.get(&d.key.publisher) {
-                if d.key.n <= prev {
+                if d.key.n <= prev && !window.group {
                     report.nonmonotonic.push((name.clone(), d.key));
                 }
             }
-            last.insert(d.key.publisher, d.key.n);
+            let newest = last.get(&d.key.publisher).map_or(d.key.n, |&n| n.max(d.key.n));
+            last.insert(d.key.publisher, newest);
             if window.closed.is_some_and(|closed| d.ticket > closed) {
                 report.late.push((name.clone(), d.key));
             }
@@ -223,9 +297,7 @@ fn check(
             // Events still queued when the subscriber left are dropped and counted
             // (promise 6), so a lossless subscriber may miss up to that many, and only
             // the newest of each publisher: a queue drops its tail, never a middle.
-            let teardown = finals
-                .get(name)
-                .map_or(0, |s| s.dropped.unsubscribed + s.dropped.shutdown);
+            let teardown = finals.get(name).map_or(0, Finals::teardown);
             let missing: Vec<EventKey> = publishes
                 .iter()
                 .filter(|p| p.outcome == Outcome::Accepted)
@@ -242,21 +314,9 @@ fn check(
                     .extend(missing.iter().filter(|k| skipped(k)).map(|&key| (name.clone(), key)));
             }
         }
-        match finals.get(name) {
-            Some(stats) => {
-                let handled = stats.delivered + stats.failed;
-                if !stats.is_balanced() || handled != got.len() as u64 {
-                    report.unbalanced.push(format!(
-                        "{name}: accepted {} delivered {} failed {} dropped {} queued {}, {} deliveries logged",
-                        stats.accepted,
-                        stats.delivered,
-                        stats.failed,
-                        stats.dropped.total(),
-                        stats.queued,
-                        got.len()
-                    ));
-                }
-            }
+        match finals.get(name).map(|f| f.imbalance(got.len())) {
+            Some(None) => {}
+            Some(Some(imbalance)) => report.unbalanced.push(format!("{name}: {imbalance}")),
             None => report.unbalanced.push(format!("{name}: no final counters recorded")),
         }
     }

@@ -1,0 +1,368 @@
+//! Consumer groups: subscribers that share one stream, each event handled by one
+//! member (competing consumers, like a RabbitMQ queue with several consumers or a NATS
+//! queue group).
+//!
+//! # Design
+//!
+//! A group is one queue on its topic plus its members.
+//! - **The queue** is a `Subscriber<E>` without a handler (the *hub*): it sits in the
+//!   topic's roster like any subscriber, so a publish reserves, commits, counts and
+//!   applies the overflow policy for the group exactly as for one subscriber, and
+//!   pushes the event once. Its `notify` and `submit` wake one member instead of
+//!   running it (see `wake_one`, which says why no event waits with every member
+//!   idle).
+//! - **A member** is a `Subscriber<E, GroupSeat<E>>`: an ordinary push subscriber
+//!   (handler, delivery policy, retries, dead letters, counters) whose inbox pops from
+//!   the hub's queue. A member takes the next event when it is free, so a slow member
+//!   never hoards work and a member that fails every event gets no more than its turn.
+//!
+//! Leaving needs no hand-over of queued events: they are the group's, not the
+//! member's, and the others take them. A leaving member's events that wait for a retry
+//! are given back to the queue with their attempt count (`hand_over`), where another
+//! member retries them under its own policy. The member that leaves last dissolves the
+//! group: the hub leaves the topic, then that member takes what is still queued and
+//! drops it, counted in its own stats (`Unsubscribed`) as for any subscriber that
+//! leaves, so its final stats show it. A later member makes a new group.
+//!
+//! # Invariants
+//!
+//! - G1: each accepted event is in exactly one place: the queue, one member (running,
+//!   waiting for its retry, settled), or a drop counter. Pops from the queue are
+//!   atomic (crossbeam), and the hub is the only subscriber the publish pushes to.
+//! - G2: nothing is added to a dissolved group's queue after its last member drains
+//!   it. Joining, leaving, dissolving and giving back all hold the group's `state`
+//!   lock, and a give-back checks `dissolved` under it; a dissolve takes the hub off
+//!   the topic and passes its commit lock under it, so no publish pushes after that;
+//!   the drain comes after the dissolve.
+//! - G3: a member never joins a dissolved group: joining checks `dissolved` under the
+//!   same lock, and under the topic's group map lock, and makes a new group if so.
+//!
+//! # Lock order
+//!
+//! topic group map → group `state` → roster / commit lock / hub run lock; a member's
+//! run lock → group `state` (a leave runs under the leaver's run lock). Publishers take
+//! none of `state` or the map: only the member list's read lock, after the commit lock
+//! is released.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::bus::BusShared;
+use crate::envelope::Envelope;
+use crate::inbox::{Inbox, Next};
+use crate::mailbox::Mailbox;
+use crate::policy::{Dispatch, DropReason};
+use crate::stats::{Consumer, Counters, GroupStats, SubscriberId, SubscriberStats};
+use crate::subscriber::{Parts, Subscriber};
+use crate::subscription::Control;
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, Weak};
+use crate::topic::TopicCore;
+use crate::wake_one::Members;
+
+/// A topic's groups by name.
+pub(crate) type Groups<E> = Mutex<HashMap<std::sync::Arc<str>, Arc<Group<E>>>>;
+
+pub(crate) struct Group<E> {
+    name: std::sync::Arc<str>,
+    /// The group's queue (see the module docs).
+    hub: Arc<Subscriber<E>>,
+    members: std::sync::Arc<Members>,
+    /// Membership changes and give-backs, one at a time (G2, G3).
+    state: Mutex<Membership>,
+    bus: Weak<BusShared>,
+    handed_out: AtomicU64,
+    handed_back: AtomicU64,
+}
+
+struct Membership {
+    count: usize,
+    dissolved: bool,
+}
+
+impl<E: Send + Sync + 'static> Group<E> {
+    /// A new group on `topic`, its queue made like `member`'s mailbox would be.
+    fn new(name: &str, member: &Parts<E>, capacity: Option<usize>) -> Arc<Self> {
+        let members = std::sync::Arc::new(Members::new());
+        let hub = Parts {
+            name: Some(name.to_owned()),
+            topic: member.topic.clone(),
+            overflow: member.overflow,
+            // A push subscriber for the publish's accounting (`in_flight`); it never runs.
+            consumer: Consumer::Handler(Dispatch::Pool),
+            executor: None,
+            filter: None,
+            handler: None,
+            error_hook: None,
+            runtime: member.runtime.clone(),
+            delivery: crate::delivery::Delivery::AtMostOnce,
+            retry_limit: member.retry_limit,
+            bus: member.bus.clone(),
+            dedup: None,
+            dedup_key: None,
+            members: Some(members.clone()),
+        };
+        Arc::new(Group {
+            name: name.into(),
+            hub: Subscriber::new(hub, Mailbox::new(capacity)),
+            members,
+            state: Mutex::new(Membership {
+                count: 0,
+                dissolved: false,
+            }),
+            bus: member.bus.clone(),
+            handed_out: AtomicU64::new(0),
+            handed_back: AtomicU64::new(0),
+        })
+    }
+
+    /// The member at `leaver` left (step 3 of its unsubscribe, under its run lock).
+    /// If others remain and events are queued, one of them is woken (see `wake_one`).
+    /// The last one dissolves the group: its queue leaves the topic, so nothing more
+    /// is queued, and that member's `discard` drops what is (G2).
+    fn leave(self: &Arc<Self>, leaver: *const (), topic: &TopicCore<E>) {
+        let mut state = self.state.lock();
+        self.members.remove(leaver);
+        state.count -= 1;
+        if state.count > 0 {
+            drop(state);
+            if !self.hub.inbox.is_empty() {
+                self.members.wake();
+            }
+            return;
+        }
+        state.dissolved = true;
+        self.hub.deactivate();
+        topic.remove(&self.hub);
+        topic.commit_barrier();
+        drop(state);
+        // Publishers waiting for room in the queue learn that it is gone.
+        self.hub.inbox.wake_publishers();
+        topic.forget_group(self);
+        if let Some(bus) = self.bus.upgrade() {
+            bus.forget(self.hub.id);
+        }
+    }
+
+    /// A member that joined: if events are queued, it (or another) takes them now.
+    pub(crate) fn joined(&self) {
+        if !self.hub.inbox.is_empty() {
+            self.members.wake();
+        }
+    }
+
+    fn is_dissolved(&self) -> bool {
+        self.state.lock().dissolved
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn stats(&self) -> GroupStats {
+        let hub = self.hub.stats();
+        GroupStats {
+            name: self.name.to_string(),
+            topic: hub.topic,
+            members: self.members.len(),
+            capacity: hub.capacity,
+            overflow: hub.overflow,
+            accepted: hub.accepted,
+            handed_out: self.handed_out.load(Ordering::Relaxed),
+            handed_back: self.handed_back.load(Ordering::Relaxed),
+            dropped: hub.dropped,
+            refused: hub.refused,
+            queued: hub.queued,
+            high_water: hub.high_water,
+        }
+    }
+}
+
+/// Adds a push member to the group `name` on `topic`, making the group if it has none
+/// (or only a dissolved one, G3). Returns the member, and the group if this made it
+/// (for the caller to register with the bus).
+///
+/// Refused (with the reason) if the member's capacity or overflow policy is not the
+/// group's: they are the queue's, which all members share.
+pub(crate) fn join<E: Send + Sync + 'static>(
+    topic: &Arc<TopicCore<E>>,
+    name: &str,
+    parts: Parts<E>,
+    capacity: Option<usize>,
+) -> Result<Joined<E>, &'static str> {
+    let mut groups = topic.groups().lock();
+    let mut made = None;
+    loop {
+        let group = match groups.get(name) {
+            Some(group) => group.clone(),
+            None => {
+                let group = Group::new(name, &parts, capacity);
+                topic.add(group.hub.clone());
+                groups.insert(group.name.clone(), group.clone());
+                made = Some(group.clone());
+                group
+            }
+        };
+        let mut state = group.state.lock();
+        if state.dissolved {
+            // Its last member left; it takes itself off the map once it can (G3).
+            drop(state);
+            groups.remove(name);
+            continue;
+        }
+        if group.hub.overflow != parts.overflow || group.hub.inbox.capacity() != capacity {
+            return Err("the members of a group share its queue: give every member the same capacity and overflow");
+        }
+        let seat = GroupSeat {
+            group: group.clone(),
+            taken: AtomicU64::new(0),
+        };
+        let member = Subscriber::new(parts, seat);
+        group.members.add(member.clone());
+        state.count += 1;
+        drop(state);
+        return Ok((member, made));
+    }
+}
+
+/// A new member, and its group if the join made it.
+pub(crate) type Joined<E> = (Arc<Subscriber<E, GroupSeat<E>>>, Option<Arc<Group<E>>>);
+
+/// A member's inbox: the group's queue, shared with the other members.
+pub(crate) struct GroupSeat<E> {
+    group: Arc<Group<E>>,
+    /// Events this member took from the queue (its `accepted`).
+    taken: AtomicU64,
+}
+
+impl<E> GroupSeat<E> {
+    pub(crate) fn group(&self) -> &Arc<Group<E>> {
+        &self.group
+    }
+}
+
+impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
+    fn next(&self) -> Next<E> {
+        match self.group.hub.inbox.pop() {
+            Some(env) => {
+                Counters::add(&self.taken, 1);
+                Counters::add(&self.group.handed_out, 1);
+                Next::Event(env)
+            }
+            None => Next::Empty,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.group.hub.inbox.is_empty()
+    }
+
+    fn unread(&self) -> u64 {
+        // What is queued is the group's: a member that holds for a retry lends none
+        // of it (the others take it).
+        0
+    }
+
+    fn release_handed(&self) {
+        // Never called: members are never handed an event (they are not inline).
+    }
+
+    fn discard(&self) -> (u64, u64) {
+        // What is queued is the group's: it stays for the others, unless this member
+        // was the last and dissolved the group. Then it takes what is left, to be
+        // dropped and counted as its own (nobody else may pop any more).
+        if !self.group.is_dissolved() {
+            return (0, 0);
+        }
+        let n = self.group.hub.inbox.clear() as u64;
+        Counters::add(&self.taken, n);
+        Counters::add(&self.group.handed_out, n);
+        (n, 0)
+    }
+
+    fn hand_over(&self, waiting: Vec<Envelope<E>>, reason: DropReason) -> Vec<Envelope<E>> {
+        if reason != DropReason::Unsubscribed || waiting.is_empty() {
+            return waiting;
+        }
+        let group = &self.group;
+        let state = group.state.lock();
+        if state.dissolved {
+            return waiting;
+        }
+        let runtime = &group.hub.runtime;
+        let n = waiting.len();
+        // Queued deliveries are in flight; waiting retries were only under a clock
+        // that moves by itself (see `retries`). Counted before the push (a member may
+        // pop it at once).
+        if !runtime.retries_hold_idle {
+            runtime.in_flight.add(n);
+        }
+        for env in waiting {
+            group.hub.inbox.push_over(env);
+        }
+        Counters::add(&group.handed_back, n as u64);
+        drop(state);
+        group.members.wake();
+        Vec::new()
+    }
+
+    fn leave(sub: &Subscriber<E, Self>, topic: &TopicCore<E>) {
+        let group = &sub.inbox.group;
+        group.leave((sub as *const Subscriber<E, Self>).cast(), topic);
+    }
+
+    fn wake_publishers(&self) {
+        // Publishers wait for room in the group's queue, not in a member.
+    }
+
+    fn close(&self) {
+        // Members are push subscribers: nobody blocks on a seat.
+    }
+
+    fn fill(&self, stats: &mut SubscriberStats) {
+        stats.accepted = self.taken.load(Ordering::Relaxed);
+        stats.group = Some(self.group.name.to_string());
+        stats.capacity = self.group.hub.inbox.capacity();
+    }
+}
+
+/// The group as the bus sees it: its queue's stats, and its end at shutdown.
+impl<E: Send + Sync + 'static> Control for Group<E> {
+    fn id(&self) -> SubscriberId {
+        self.hub.id
+    }
+
+    fn stats(&self) -> SubscriberStats {
+        self.hub.stats()
+    }
+
+    fn group(&self) -> Option<GroupStats> {
+        Some(Group::stats(self))
+    }
+
+    fn unsubscribe(&self) -> SubscriberStats {
+        // Only a subscribe that raced with shutdown calls this; shutdown retires it.
+        self.hub.stats()
+    }
+
+    fn wake_publishers(&self) {
+        self.hub.inbox.wake_publishers();
+    }
+
+    fn retire(&self, grace: Duration) -> bool {
+        self.hub.deactivate();
+        let retired = self.hub.retire(DropReason::Shutdown, Some(grace), || {});
+        // The members hold the group and the group lists the members: let go.
+        self.members.clear();
+        retired
+    }
+
+    fn close_input(&self) {}
+
+    fn abandoned_retries(&self) -> u64 {
+        0
+    }
+
+    fn dead_letter_store(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+}
