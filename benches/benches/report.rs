@@ -1,4 +1,4 @@
-//! The ratio report: every scenario of the suite (B1–B7), crier against its peers in
+//! The ratio report: every scenario of the suite (B1–B8), crier against its peers in
 //! rotating rounds, printed as one table.
 //!
 //! ```text
@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use crier_benches::rounds::{rotate, Spread};
-use crier_benches::{inline, latency, memory, pull, push, scale, Contender};
+use crier_benches::{group, inline, latency, memory, pull, push, scale, Contender};
 
 #[global_allocator]
 static ALLOC: crier_benches::alloc::Counting = crier_benches::alloc::Counting;
@@ -244,6 +244,24 @@ fn publish_costs(
     }
 }
 
+fn b8(settings: &Settings) {
+    println!(
+        "\nB8  work queue: 1 publisher → a group of {} pool members, 256 rounds of mixing per event, {} events",
+        group::MEMBERS,
+        settings.push_events
+    );
+    let peers = [group::PEERS[0], group::ONE_SUBSCRIBER];
+    let (crier, peers) = compare(settings, settings.push_events, group::CRIER, &peers);
+    row(
+        &format!("vs {}", group::PEERS[0].name),
+        Spread::of_ratios(&crier, &peers[0]),
+        None,
+    );
+    row("group of 4 vs 1 subscriber", Spread::of_ratios(&crier, &peers[1]), None);
+    println!("  crier, group of 4: {} ns per event", Spread::of(&crier).show(0));
+    println!("  crier, 1 subscriber: {} ns per event", Spread::of(&peers[1]).show(0));
+}
+
 fn b6() {
     println!("\nB6  memory (counting allocator)");
     let (handler, receiver) = memory::per_idle_subscriber();
@@ -278,7 +296,7 @@ fn main() {
     );
     println!("ratio = crier's cost ÷ the peer's (below 1.00: crier is faster); median (min–max)");
     type Scenario = (&'static str, fn(&Settings));
-    let scenarios: [Scenario; 7] = [
+    let scenarios: [Scenario; 8] = [
         ("B1", b1),
         ("B2", b2),
         ("B3", b3),
@@ -286,6 +304,7 @@ fn main() {
         ("B5", b5),
         ("B6", |_| b6()),
         ("B7", b7),
+        ("B8", b8),
     ];
     for (id, run) in scenarios {
         if wanted(id) {

@@ -706,3 +706,98 @@ pub mod memory {
         per_event
     }
 }
+
+/// B8: a work queue. 1 publisher → a consumer group of 4 pool members; each event
+/// costs its handler a few hundred ns of work, so spreading it over the cores pays. Against one subscriber doing all the work (what a group buys), and against a
+/// hand-rolled queue: a bounded crossbeam channel drained by 4 threads.
+pub mod group {
+    use super::*;
+
+    pub const MEMBERS: usize = 4;
+
+    pub const CRIER: Contender = Contender {
+        name: "crier, group of 4",
+        run: crier,
+    };
+    pub const ONE_SUBSCRIBER: Contender = Contender {
+        name: "crier, 1 subscriber",
+        run: crier_one_subscriber,
+    };
+    pub const PEERS: [Contender; 1] = [Contender {
+        name: "crossbeam channel, 4 threads",
+        run: crossbeam_workers,
+    }];
+
+    /// The work of one event: a few hundred rounds of mixing, into the worker's own sum.
+    fn work(sum: &AtomicU64, event: &Payload) {
+        let mut h = u64::from(event.0[0]);
+        for _ in 0..256 {
+            h = h.rotate_left(5) ^ h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        sum.fetch_add(black_box(h) & 1, Ordering::Relaxed);
+    }
+
+    pub fn crier(events: u64) -> Duration {
+        crier_with(Some(MEMBERS), events)
+    }
+
+    pub fn crier_one_subscriber(events: u64) -> Duration {
+        crier_with(None, events)
+    }
+
+    /// `Some(n)`: a group of `n` members; `None`: one plain subscriber.
+    fn crier_with(members: Option<usize>, events: u64) -> Duration {
+        let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
+        let sums: Vec<_> = (0..members.unwrap_or(1)).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let subscriptions: Vec<_> = sums
+            .iter()
+            .map(|sum| {
+                let sum = sum.clone();
+                let builder = bus.subscriber::<Payload>();
+                let builder = match members {
+                    Some(_) => builder.group("workers"),
+                    None => builder,
+                };
+                builder
+                    .subscribe(move |env: &crier::Envelope<Payload>| work(&sum, env))
+                    .expect("bus is open")
+            })
+            .collect();
+        let start = Instant::now();
+        for n in 0..events {
+            bus.publish(Payload::new(n)).expect("lossless");
+        }
+        bus.wait_idle(Duration::from_secs(600)).expect("drains");
+        let elapsed = start.elapsed();
+        drop(subscriptions);
+        black_box(sums);
+        elapsed
+    }
+
+    pub fn crossbeam_workers(events: u64) -> Duration {
+        let (tx, rx) = crossbeam_channel::bounded::<Payload>(CAPACITY);
+        let sums: Vec<_> = (0..MEMBERS).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let threads: Vec<JoinHandle<()>> = sums
+            .iter()
+            .map(|sum| {
+                let (rx, sum) = (rx.clone(), sum.clone());
+                std::thread::spawn(move || {
+                    for event in rx {
+                        work(&sum, &event);
+                    }
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        for n in 0..events {
+            tx.send(Payload::new(n)).expect("connected");
+        }
+        drop(tx);
+        for thread in threads {
+            thread.join().expect("worker thread");
+        }
+        let elapsed = start.elapsed();
+        black_box(sums);
+        elapsed
+    }
+}
