@@ -30,19 +30,20 @@
 //!   waiting for its retry, settled), or a drop counter. Pops from the queue are
 //!   atomic (crossbeam), and the hub is the only subscriber the publish pushes to.
 //! - G2: nothing is added to a dissolved group's queue after its last member drains
-//!   it. Joining, leaving, dissolving and giving back all hold the group's `state`
-//!   lock, and a give-back checks `dissolved` under it; a dissolve takes the hub off
-//!   the topic and passes its commit lock under it, so no publish pushes after that;
-//!   the drain comes after the dissolve.
+//!   it. Joining, leaving, dissolving and giving back all hold the group's
+//!   `dissolved` lock (which also orders changes to the member list), and a give-back
+//!   checks the flag under it; a dissolve takes the hub off the topic and passes its
+//!   commit lock under it, so no publish pushes after that; the drain comes after the
+//!   dissolve.
 //! - G3: a member never joins a dissolved group: joining checks `dissolved` under the
 //!   same lock, and under the topic's group map lock, and makes a new group if so.
 //!
 //! # Lock order
 //!
-//! topic group map → group `state` → roster / commit lock / hub run lock; a member's
-//! run lock → group `state` (a leave runs under the leaver's run lock). Publishers take
-//! none of `state` or the map: only the member list's read lock, after the commit lock
-//! is released.
+//! topic group map → group `dissolved` → roster / commit lock; a member's run lock →
+//! group `dissolved` (a leave runs under the leaver's run lock). Publishers take
+//! neither `dissolved` nor the map: only the member list's read lock, after the commit
+//! lock is released.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -67,20 +68,16 @@ pub(crate) struct Group<E> {
     /// The group's queue (see the module docs).
     hub: Arc<Subscriber<E>>,
     members: std::sync::Arc<Members>,
-    /// Membership changes and give-backs, one at a time (G2, G3).
-    state: Mutex<Membership>,
+    /// Membership changes and give-backs, one at a time (G2, G3); `true` once
+    /// dissolved.
+    dissolved: Mutex<bool>,
     bus: Weak<BusShared>,
     handed_out: AtomicU64,
     handed_back: AtomicU64,
 }
 
-struct Membership {
-    count: usize,
-    dissolved: bool,
-}
-
 impl<E: Send + Sync + 'static> Group<E> {
-    /// A new group on `topic`, its queue made like `member`'s mailbox would be.
+    /// A new group, its queue made like `member`'s mailbox would be.
     fn new(name: &str, member: &Parts<E>, capacity: Option<usize>) -> Arc<Self> {
         let members = std::sync::Arc::new(Members::new());
         let hub = Parts {
@@ -105,10 +102,7 @@ impl<E: Send + Sync + 'static> Group<E> {
             name: name.into(),
             hub: Subscriber::new(hub, Mailbox::new(capacity)),
             members,
-            state: Mutex::new(Membership {
-                count: 0,
-                dissolved: false,
-            }),
+            dissolved: Mutex::new(false),
             bus: member.bus.clone(),
             handed_out: AtomicU64::new(0),
             handed_back: AtomicU64::new(0),
@@ -120,21 +114,20 @@ impl<E: Send + Sync + 'static> Group<E> {
     /// The last one dissolves the group: its queue leaves the topic, so nothing more
     /// is queued, and that member's `discard` drops what is (G2).
     fn leave(self: &Arc<Self>, leaver: *const (), topic: &TopicCore<E>) {
-        let mut state = self.state.lock();
+        let mut dissolved = self.dissolved.lock();
         self.members.remove(leaver);
-        state.count -= 1;
-        if state.count > 0 {
-            drop(state);
+        if self.members.len() > 0 {
+            drop(dissolved);
             if !self.hub.inbox.is_empty() {
                 self.members.wake();
             }
             return;
         }
-        state.dissolved = true;
+        *dissolved = true;
         self.hub.deactivate();
         topic.remove(&self.hub);
         topic.commit_barrier();
-        drop(state);
+        drop(dissolved);
         // Publishers waiting for room in the queue learn that it is gone.
         self.hub.inbox.wake_publishers();
         topic.forget_group(self);
@@ -151,7 +144,7 @@ impl<E: Send + Sync + 'static> Group<E> {
     }
 
     fn is_dissolved(&self) -> bool {
-        self.state.lock().dissolved
+        *self.dissolved.lock()
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -202,10 +195,10 @@ pub(crate) fn join<E: Send + Sync + 'static>(
                 group
             }
         };
-        let mut state = group.state.lock();
-        if state.dissolved {
+        let dissolved = group.dissolved.lock();
+        if *dissolved {
             // Its last member left; it takes itself off the map once it can (G3).
-            drop(state);
+            drop(dissolved);
             groups.remove(name);
             continue;
         }
@@ -218,8 +211,7 @@ pub(crate) fn join<E: Send + Sync + 'static>(
         };
         let member = Subscriber::new(parts, seat);
         group.members.add(member.clone());
-        state.count += 1;
-        drop(state);
+        drop(dissolved);
         return Ok((member, made));
     }
 }
@@ -284,8 +276,8 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
             return waiting;
         }
         let group = &self.group;
-        let state = group.state.lock();
-        if state.dissolved {
+        let dissolved = group.dissolved.lock();
+        if *dissolved {
             return waiting;
         }
         let runtime = &group.hub.runtime;
@@ -300,7 +292,7 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
             group.hub.inbox.push_over(env);
         }
         Counters::add(&group.handed_back, n as u64);
-        drop(state);
+        drop(dissolved);
         group.members.wake();
         Vec::new()
     }

@@ -351,12 +351,11 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         let waiting = retries.len() as u64;
         drop(retries);
         if waiting < total {
-            Counters::sub(&self.counters.retrying, total - waiting);
             Counters::add(&self.counters.handed_over, total - waiting);
         }
         self.counters.drop_n(reason, n + waiting);
         self.counters.drop_n(DropReason::Oldest, lagged);
-        Counters::sub(&self.counters.retrying, waiting);
+        Counters::sub(&self.counters.retrying, total);
         if reason == DropReason::Shutdown {
             Counters::add(&self.counters.abandoned_retries, waiting);
         }
