@@ -16,7 +16,8 @@ use crate::observe::AnyEnvelope;
 use crate::pattern::Pattern;
 use crate::reach::Reach;
 use crate::receiver::Receiver;
-use crate::registry::Registry;
+use crate::registry::{Exchange, Registry};
+use crate::request::ReplyTypes;
 use crate::shutdown::ShutdownReport;
 use crate::stats::{BusStats, Consumer, SubscriberId};
 use crate::subscribe::{HandlerResult, SubscriberBuilder};
@@ -42,6 +43,8 @@ pub(crate) struct BusShared {
     threads: Threads,
     /// The report of the first shutdown; later calls return it.
     lifecycle: Mutex<Option<ShutdownReport>>,
+    /// Each request type's reply type (see `request`).
+    pub(crate) reply_types: ReplyTypes,
 }
 
 impl BusShared {
@@ -100,6 +103,11 @@ impl BusShared {
         let reach = Arc::new(Reach::new(id, pattern, sub, patterns));
         self.registry.watch(&reach.pattern, id, reach.clone());
         reach
+    }
+
+    /// The topic of `E`'s requests or replies (see `request`).
+    pub(crate) fn exchange_topic<E: Send + Sync + 'static>(&self, exchange: Exchange) -> Arc<TopicCore<E>> {
+        self.registry.exchange_topic(exchange, self.make_topic())
     }
 
     fn named_topic<E: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<TopicCore<E>>, TopicError> {
@@ -305,6 +313,7 @@ impl Bus {
             pool: Mutex::new(None),
             threads: Threads::new(),
             lifecycle: Mutex::new(None),
+            reply_types: ReplyTypes::default(),
         };
         Bus {
             handle: std::sync::Arc::new(Handle {
@@ -318,7 +327,7 @@ impl Bus {
         BusBuilder::default()
     }
 
-    fn shared(&self) -> &Arc<BusShared> {
+    pub(crate) fn shared(&self) -> &Arc<BusShared> {
         &self.handle.shared
     }
 

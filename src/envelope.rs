@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::dedup::{IdempotencyKey, KeyHash, KeyHasher};
+use crate::request::{ReplyTo, Requester};
 use crate::stamp::Stamp;
 
 /// A unique identifier of a published event.
@@ -98,6 +99,8 @@ pub(crate) struct Metadata {
     /// Published by the bus as a [`DeadLetter`](crate::DeadLetter): a subscriber that
     /// fails on it makes no dead letter of it.
     pub(crate) dead_letter: bool,
+    /// A request's way back to its requester (see `request`); `None` for other events.
+    pub(crate) reply_to: Option<ReplyTo>,
 }
 
 #[cfg(test)]
@@ -114,6 +117,7 @@ impl Metadata {
             correlation_id: id,
             causation_id: None,
             dead_letter: false,
+            reply_to: None,
         }
     }
 }
@@ -252,6 +256,11 @@ impl<E> Envelope<E> {
             shared: Arc::clone(&self.shared),
             attempt,
         }
+    }
+
+    /// A request's way back to its requester, if this is a request for an `R`.
+    pub(crate) fn reply_to<R: 'static>(&self) -> Option<&Requester<R>> {
+        self.shared.meta.reply_to.as_deref()?.downcast_ref()
     }
 
     pub(crate) fn is_dead_letter(&self) -> bool {

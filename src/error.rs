@@ -53,6 +53,79 @@ impl<E> fmt::Debug for PublishError<E> {
     }
 }
 
+/// Why [`Bus::request`](crate::Bus::request) got no reply. The variants that come
+/// before the request was sent hand the query back ([`into_query`](Self::into_query)).
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError<Q> {
+    /// Nobody responds to requests of this type.
+    #[error("no responder for requests of type `{}`", std::any::type_name::<Q>())]
+    NoResponder(Q),
+    /// The responders of this request type reply with another type than the one asked
+    /// for.
+    #[error("responders of `{}` reply with `{existing}`, not `{requested}`", std::any::type_name::<Q>())]
+    ReplyTypeMismatch {
+        /// The query, not sent.
+        query: Q,
+        /// The reply type of the responders.
+        existing: &'static str,
+        /// The reply type asked for.
+        requested: &'static str,
+    },
+    /// The request could not be sent: the responders' queue had no room in time, or
+    /// the bus is shut down.
+    #[error("the request could not be sent: {0}")]
+    NotSent(PublishError<Q>),
+    /// No reply came within the timeout. The request may still be handled; its reply
+    /// then finds nobody waiting and is counted as unrouted on the reply topic.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The responder failed: it returned `Err` or panicked (an at-least-once responder:
+    /// on its last attempt). The text is the error's or the panic's.
+    #[error("the responder failed: {0}")]
+    Failed(String),
+    /// The request was dropped before any responder answered: by the overflow policy of
+    /// the responders' queue, or because the last responder left with it queued.
+    #[error("the request was dropped unanswered")]
+    Unanswered,
+    /// The bus shut down before the request was answered.
+    #[error("the bus shut down before the request was answered")]
+    Shutdown,
+}
+
+impl<Q> RequestError<Q> {
+    /// The query, if the request was never sent.
+    pub fn into_query(self) -> Option<Q> {
+        match self {
+            RequestError::NoResponder(query) | RequestError::ReplyTypeMismatch { query, .. } => Some(query),
+            RequestError::NotSent(error) => Some(error.into_event()),
+            RequestError::Timeout(_) | RequestError::Failed(_) | RequestError::Unanswered | RequestError::Shutdown => {
+                None
+            }
+        }
+    }
+}
+
+impl<Q> fmt::Debug for RequestError<Q> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::NoResponder(_) => f.write_str("NoResponder(..)"),
+            RequestError::ReplyTypeMismatch {
+                existing, requested, ..
+            } => f
+                .debug_struct("ReplyTypeMismatch")
+                .field("existing", existing)
+                .field("requested", requested)
+                .finish_non_exhaustive(),
+            RequestError::NotSent(error) => f.debug_tuple("NotSent").field(error).finish(),
+            RequestError::Timeout(timeout) => f.debug_tuple("Timeout").field(timeout).finish(),
+            RequestError::Failed(error) => f.debug_tuple("Failed").field(error).finish(),
+            RequestError::Unanswered => f.write_str("Unanswered"),
+            RequestError::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
 /// A topic could not be opened or configured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -208,6 +281,24 @@ pub enum SubscribeError {
         group: String,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// A responder ([`SubscriberBuilder::respond`](crate::SubscriberBuilder::respond))
+    /// was given an option a responder cannot have.
+    #[error("invalid responder: {reason}")]
+    InvalidResponder {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A request type's responders reply with one type: the first responder of
+    /// `request` fixed `existing`, and this one replies with `requested`.
+    #[error("responders of `{request}` reply with `{existing}`, not `{requested}`")]
+    ReplyTypeMismatch {
+        /// The request type.
+        request: &'static str,
+        /// The reply type its first responder fixed.
+        existing: &'static str,
+        /// This responder's reply type.
+        requested: &'static str,
     },
     /// The subscriber cannot start at the offset it asked for
     /// ([`SubscriberBuilder::start_at`](crate::SubscriberBuilder::start_at)).

@@ -230,6 +230,7 @@ pub(crate) fn read<E: DeserializeOwned>(
                 correlation_id,
                 causation_id,
                 dead_letter: false,
+                reply_to: None,
             },
         }));
         staged.last = raw.seq;

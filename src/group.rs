@@ -143,6 +143,10 @@ impl<E: Send + Sync + 'static> Group<E> {
         }
     }
 
+    pub(crate) fn has_members(&self) -> bool {
+        self.members.len() > 0
+    }
+
     fn is_dissolved(&self) -> bool {
         *self.dissolved.lock()
     }

@@ -414,6 +414,45 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Request-reply
+//!
+//! [`Bus::respond`] registers a responder for a request type `Q`, a handler that
+//! returns the reply `R` ([`Bus::try_respond`]: or an error); [`Bus::request`] sends a
+//! `Q` and waits, at most its timeout, for the [`Envelope<R>`] of the reply, whose
+//! `causation_id` is the request's id. Requests travel on a topic of their own
+//! (`"{Q} (request)"`), so `Q`'s plain subscribers never see them; replies on
+//! `"{R} (reply)"`. The responders of a type form one consumer group: each request is
+//! answered by exactly one of them, whichever is free. Every way a request can end
+//! without a reply is a [`RequestError`]: no responder, a responder that failed (`Err`
+//! or panic), a timeout, a request dropped unanswered (the responders' queue full under
+//! a dropping policy, or the last responder gone), shutdown. Those that happen before
+//! the request is sent hand the query back; those after it come as soon as they are
+//! known, not at the timeout. A request type has one reply type per bus, fixed by its
+//! first responder. A request blocks its thread: one made from a pool handler holds a
+//! worker while it waits, so give a responder that such handlers ask
+//! [`Dispatch::Thread`] ([`SubscriberBuilder::respond`] takes every option a group
+//! member can have).
+//!
+//! ```
+//! use std::time::Duration;
+//! use crier::{Bus, Envelope, RequestError};
+//!
+//! struct Quote { sku: u32, qty: u32 }
+//! struct Price { cents: u64 }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Bus::new();
+//! let _pricing = bus.try_respond(|q: &Envelope<Quote>| match q.sku {
+//!     7 => Ok(Price { cents: 250 * u64::from(q.qty) }),
+//!     _ => Err(format!("unknown sku {}", q.sku)),
+//! })?;
+//! let price = bus.request::<Quote, Price>(Quote { sku: 7, qty: 4 }, Duration::from_secs(5))?;
+//! assert_eq!(price.cents, 1_000);
+//! let unknown = bus.request::<Quote, Price>(Quote { sku: 8, qty: 1 }, Duration::from_secs(5));
+//! assert!(matches!(unknown, Err(RequestError::Failed(why)) if why == "unknown sku 8"));
+//! # Ok(()) }
+//! ```
+//!
 //! # Observing the whole bus
 //!
 //! [`Bus::observe_all`] sees every event accepted on every topic, whatever its type, as
@@ -499,6 +538,8 @@ mod receiver;
 #[cfg(not(loom))]
 mod registry;
 #[cfg(not(loom))]
+mod request;
+#[cfg(not(loom))]
 mod retention;
 mod retries;
 mod ring;
@@ -545,7 +586,7 @@ pub use crate::{
     envelope::{Envelope, EventId, Headers},
     error::{
         AckError, BoxError, BuildError, Failure, HandlerError, PublishError, RecvError, RecvTimeoutError, ReplayError,
-        ShutdownError, SubscribeError, TopicError, TryRecvError, WaitIdleError,
+        RequestError, ShutdownError, SubscribeError, TopicError, TryRecvError, WaitIdleError,
     },
     history::{History, Offset},
     message::Message,

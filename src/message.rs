@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::dedup::IdempotencyKey;
 use crate::envelope::{EventId, Headers};
 use crate::error::PublishError;
+use crate::request::{ReplyTo, Requester};
 use crate::topic::{Receipt, Topic, Wait};
 
 /// An event and the metadata its publisher chose.
@@ -17,6 +18,10 @@ pub(crate) struct Draft<E> {
     pub(crate) correlation_id: Option<EventId>,
     /// Published by the bus as a dead letter.
     pub(crate) dead_letter: bool,
+    /// A request: where its reply goes (see `request`).
+    pub(crate) reply_to: Option<ReplyTo>,
+    /// A reply: the requester waiting for it (see `request`).
+    pub(crate) requester: Option<Requester<E>>,
 }
 
 impl<E> Draft<E> {
@@ -28,6 +33,8 @@ impl<E> Draft<E> {
             headers: Headers::default(),
             correlation_id: None,
             dead_letter: false,
+            reply_to: None,
+            requester: None,
         }
     }
 }

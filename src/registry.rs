@@ -82,6 +82,8 @@ pub(crate) struct Registry {
     defaults: DashMap<TypeId, Arc<dyn AnyTopic>, BuildHasherDefault<TypeIdHasher>>,
     /// Named topics. A name is bound to the type of its first user, for good.
     named: DashMap<Box<str>, Arc<dyn AnyTopic>>,
+    /// Request-reply's topics (see `request`), by event type and role.
+    exchanges: DashMap<(TypeId, Exchange), Arc<dyn AnyTopic>>,
     /// Pattern subscribers, so that topics made later join them (see `reach`).
     patterns: Arc<Patterns>,
     next_pattern_id: AtomicU64,
@@ -98,6 +100,7 @@ impl Registry {
         Registry {
             defaults: DashMap::default(),
             named: DashMap::new(),
+            exchanges: DashMap::new(),
             patterns: Arc::new(Mutex::new(PatternTrie::default())),
             next_pattern_id: AtomicU64::new(0),
             next_prefix: AtomicU64::new(process_random_bits() << 32),
@@ -126,6 +129,33 @@ impl Registry {
         match topic.into_any().downcast::<TopicCore<E>>() {
             Ok(topic) => topic,
             Err(_) => unreachable!("default topics are keyed by their event type"),
+        }
+    }
+
+    /// The topic of `E`'s requests or replies, named `"{E} (request)"` or
+    /// `"{E} (reply)"`: a name no user topic can have (it has a space), so it never
+    /// meets a named topic, and no pattern ever matches it.
+    pub(crate) fn exchange_topic<E: Send + Sync + 'static>(
+        &self,
+        exchange: Exchange,
+        make: impl FnOnce(TopicName, u64) -> TopicCore<E>,
+    ) -> Arc<TopicCore<E>> {
+        let key = (TypeId::of::<E>(), exchange);
+        let topic = match self.exchanges.get(&key) {
+            Some(found) => found.value().clone(),
+            None => self
+                .exchanges
+                .entry(key)
+                .or_insert_with(|| {
+                    let name = format!("{} ({})", std::any::type_name::<E>(), exchange.role());
+                    Arc::new(make(TopicName::Named(name.into()), self.next_prefix()))
+                })
+                .value()
+                .clone(),
+        };
+        match topic.into_any().downcast::<TopicCore<E>>() {
+            Ok(topic) => topic,
+            Err(_) => unreachable!("exchange topics are keyed by their event type"),
         }
     }
 
@@ -192,7 +222,27 @@ impl Registry {
     /// Every topic, collected first so that `f` runs with no registry lock held.
     pub(crate) fn all(&self) -> Vec<Arc<dyn AnyTopic>> {
         let defaults = self.defaults.iter().map(|e| e.value().clone());
-        defaults.chain(self.named.iter().map(|e| e.value().clone())).collect()
+        let exchanges = self.exchanges.iter().map(|e| e.value().clone());
+        defaults
+            .chain(self.named.iter().map(|e| e.value().clone()))
+            .chain(exchanges)
+            .collect()
+    }
+}
+
+/// The two topics of request-reply.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Exchange {
+    Requests,
+    Replies,
+}
+
+impl Exchange {
+    fn role(self) -> &'static str {
+        match self {
+            Exchange::Requests => "request",
+            Exchange::Replies => "reply",
+        }
     }
 }
 

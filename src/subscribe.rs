@@ -623,6 +623,49 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         Ok(control)
     }
 
+    /// The bus these options are for.
+    pub(crate) fn bus(&self) -> &Arc<crate::bus::BusShared> {
+        &self.topic.bus
+    }
+
+    /// These options as a responder's (see `request`): checked, moved to `requests` (the
+    /// request topic of `E`), in the responders' group, on the pool unless they ask for
+    /// a thread. Also returns the attempt whose failure is final (`None`: unlimited).
+    pub(crate) fn into_responder(mut self, requests: Topic<E>) -> Result<(Self, Option<u32>), SubscribeError> {
+        let refuse = |reason| Err(SubscribeError::InvalidResponder { reason });
+        if !matches!(self.topic.core.name, TopicName::Type(_)) || self.pattern.is_some() {
+            return refuse("requests of a type travel on a topic of their own: respond from bus.subscriber::<Q>(), with no topic name or pattern");
+        }
+        if self.group.is_some() {
+            return refuse("the responders of a type are one group already: leave group(..) out");
+        }
+        if self.filter.is_some() {
+            return refuse("a responder answers every request: it cannot have a filter");
+        }
+        if self.dedup.is_some() {
+            return refuse(
+                "a responder answers every request: a dedup window would leave repeated requests unanswered",
+            );
+        }
+        if self.start_at != Offset::Latest {
+            return refuse("a responder answers requests from now on: it cannot start_at an offset");
+        }
+        if self.dispatch == Some(Dispatch::Inline) {
+            return refuse(
+                "a responder runs on the pool or a thread of its own: one free responder takes each request",
+            );
+        }
+        self.refuse_max_unacked()?;
+        let last_attempt = match &self.delivery {
+            Delivery::AtMostOnce => Some(1),
+            Delivery::AtLeastOnce(retry) => retry.attempts_limit(),
+        };
+        self.dispatch = Some(self.dispatch.unwrap_or(Dispatch::Pool));
+        self.topic = requests;
+        self.group = Some(crate::request::RESPONDERS.to_owned());
+        Ok((self, last_attempt))
+    }
+
     fn refuse_max_unacked(&self) -> Result<(), SubscribeError> {
         match self.max_unacked {
             Some(_) => Err(SubscribeError::InvalidPolicy {

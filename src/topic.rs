@@ -309,6 +309,11 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         &self.groups
     }
 
+    /// Whether the group `name` has a member now.
+    pub(crate) fn has_members(&self, group: &str) -> bool {
+        self.groups.lock().get(group).is_some_and(|g| g.has_members())
+    }
+
     /// Takes a dissolved group off the map, unless a new group has its name already.
     pub(crate) fn forget_group(&self, group: &Arc<Group<E>>) {
         let mut groups = self.groups.lock();
@@ -335,7 +340,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
 
     /// While the bus drains, handlers may still publish (their events belong to flows
     /// that were accepted); everyone else is refused. Once the topic is closed, all are.
-    fn refuses(&self, in_handler: bool) -> bool {
+    pub(crate) fn refuses(&self, in_handler: bool) -> bool {
         self.is_closed() || (!in_handler && self.runtime.is_closed())
     }
 
@@ -611,7 +616,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         Err(error)
     }
 
-    pub(crate) fn publish(&self, draft: Draft<E>, wait: Wait) -> Result<Receipt, PublishError<E>> {
+    pub(crate) fn publish(&self, mut draft: Draft<E>, wait: Wait) -> Result<Receipt, PublishError<E>> {
         let in_handler = context::in_handler();
         if self.refuses(in_handler) {
             return self.refuse(PublishError::Closed(draft.event));
@@ -717,6 +722,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 }
             }
             commit.next_seq += 1;
+            let requester = draft.requester.take();
             let env = self.seal(draft, seq, now);
             // What the history lets go drops after the lock, with `overwritten`.
             let mut gone = Vec::new();
@@ -788,7 +794,10 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             // not under the lock.
             drop(overwritten);
             drop(gone);
-            if accepted == 0 {
+            // A reply's route is its requester, if still waiting (see `request`).
+            let answered = requester.is_some_and(|requester| requester.try_send(Ok(env.clone())).is_ok());
+            let unrouted = accepted == 0 && !answered;
+            if unrouted {
                 self.unrouted.fetch_add(1, Ordering::Relaxed);
             }
 
@@ -815,7 +824,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 }
             }
             // Observers see the event before anything its inline handlers publish.
-            let announce = || observe::announce(self, &env, accepted == 0, wait);
+            let announce = || observe::announce(self, &env, unrouted, wait);
             if inline {
                 // The queued inline subscribers were submitted first: they run after the
                 // hand-offs but before anything the hand-offs' handlers publish.
@@ -868,6 +877,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 correlation_id,
                 causation_id: parent.map(|p| p.event),
                 dead_letter: draft.dead_letter,
+                reply_to: draft.reply_to,
             },
         }))
     }
