@@ -97,6 +97,7 @@ impl<E: Send + Sync + 'static> Group<E> {
             dedup: None,
             dedup_key: None,
             members: Some(members.clone()),
+            priority: member.priority,
         };
         Arc::new(Group {
             name: name.into(),

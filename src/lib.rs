@@ -84,6 +84,8 @@
 //! which is publish order for each publishing thread. The pool never runs one
 //! subscriber on two workers at once. Across topics no order is promised. Under
 //! at-least-once, retries keep this order or not, as the subscriber chose (below).
+//! Among the subscribers of one event, inline ones run in order of priority, highest
+//! first, then in the order they subscribed ([`SubscriberBuilder::priority`]).
 //!
 //! ## Panics are contained
 //!

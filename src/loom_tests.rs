@@ -771,7 +771,7 @@ impl CutTopic {
         let member = Arc::new(Mutex::new(Vec::new()));
         let mut commit = self.commit.lock().unwrap();
         let (_, history, cut) = &mut *commit;
-        self.roster.add_at_cut(member.clone(), cut);
+        self.roster.add_at_cut(member.clone(), cut, |_| false);
         member
             .lock()
             .unwrap()
@@ -790,7 +790,7 @@ impl CutTopic {
         let history: Vec<u64> = {
             let mut commit = self.commit.lock().unwrap();
             let (_, history, cut) = &mut *commit;
-            self.roster.add_at_cut(member.clone(), cut);
+            self.roster.add_at_cut(member.clone(), cut, |_| false);
             history.iter().copied().filter(|&seq| seq >= from).collect()
         };
         thread::yield_now();

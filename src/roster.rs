@@ -103,17 +103,18 @@ impl<S: Clone> Roster<S> {
         self.listed.read().members.len()
     }
 
-    /// Adds a member that gets what is published from now on, without a cut.
-    pub(crate) fn add(&self, member: S) {
+    /// Adds a member that gets what is published from now on, without a cut, before
+    /// the first member it `outranks` (at the end if none).
+    pub(crate) fn add(&self, member: S, outranks: impl Fn(&S) -> bool) {
         let mut listed = self.listed.write();
-        listed.members = with(&listed.members, member);
+        listed.members = with(&listed.members, member, outranks);
     }
 
-    /// Adds a member at a cut. Call under the commit lock that guards `cut`, and queue
-    /// the member's history in the same hold of it.
-    pub(crate) fn add_at_cut(&self, member: S, cut: &mut Cut) {
+    /// Adds a member at a cut, placed as by `add`. Call under the commit lock that
+    /// guards `cut`, and queue the member's history in the same hold of it.
+    pub(crate) fn add_at_cut(&self, member: S, cut: &mut Cut, outranks: impl Fn(&S) -> bool) {
         let mut listed = self.listed.write();
-        listed.members = with(&listed.members, member);
+        listed.members = with(&listed.members, member, outranks);
         listed.joins += 1;
         cut.joins = listed.joins;
     }
@@ -130,10 +131,12 @@ impl<S: Clone> Roster<S> {
     }
 }
 
-/// A copy of `members` with `member` added (copy-on-write: publishers holding the old
-/// list keep it).
-fn with<S: Clone>(members: &Arc<[S]>, member: S) -> Arc<[S]> {
+/// A copy of `members` with `member` added before the first member it `outranks`
+/// (copy-on-write: publishers holding the old list keep it). Publishes hand an event
+/// out in list order, which is what makes priorities observable (see `topic`).
+fn with<S: Clone>(members: &Arc<[S]>, member: S, outranks: impl Fn(&S) -> bool) -> Arc<[S]> {
+    let at = members.iter().position(outranks).unwrap_or(members.len());
     let mut next = members.to_vec();
-    next.push(member);
+    next.insert(at, member);
     Arc::from(next)
 }

@@ -171,6 +171,8 @@ pub struct SubscriberStats {
     pub overflow: Overflow,
     /// Its delivery policy.
     pub delivery: Delivery,
+    /// Its priority ([`SubscriberBuilder::priority`](crate::SubscriberBuilder::priority)).
+    pub priority: i32,
     /// Its mailbox capacity; `None`: unbounded.
     pub capacity: Option<usize>,
     /// Events it accepted: matched its filter in a publish that returned `Ok`. For a
@@ -235,6 +237,7 @@ impl SubscriberStats {
             consumer,
             overflow,
             delivery: Delivery::AtMostOnce,
+            priority: 0,
             capacity: None,
             accepted: 0,
             delivered: 0,

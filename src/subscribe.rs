@@ -89,6 +89,7 @@ pub struct SubscriberBuilder<E> {
     start_at: Offset,
     pattern: Option<String>,
     group: Option<String>,
+    priority: i32,
 }
 
 impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
@@ -108,6 +109,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             start_at: Offset::Latest,
             pattern: None,
             group: None,
+            priority: 0,
         }
     }
 
@@ -432,6 +434,44 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         self
     }
 
+    /// Where this subscriber stands among the subscribers of its topic (default 0):
+    /// for each event, inline subscribers run in order of priority, highest first, and
+    /// in the order they subscribed where priorities are equal.
+    ///
+    /// The order is the one in which the publish hands the event out, so it is what a
+    /// thread running inline handlers observes (breadth-first still holds: an event
+    /// published by a handler runs after every subscriber of the current event, each
+    /// event in its own priority order). An inline subscriber that another thread is
+    /// running at that moment takes the event when that thread gets to it. For pool and
+    /// own-thread subscribers, which run in parallel, it only orders whom the publish
+    /// wakes first: no handler order follows from it.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use crier::{Bus, Envelope};
+    ///
+    /// struct Deposit(u64);
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::builder().inline().build()?;
+    /// let order = Arc::new(Mutex::new(Vec::new()));
+    /// let (log, audit) = (order.clone(), order.clone());
+    /// let _notify = bus.subscribe(move |_: &Envelope<Deposit>| log.lock().unwrap().push("notify"))?;
+    /// let _ledger = bus
+    ///     .subscriber::<Deposit>()
+    ///     .priority(10)
+    ///     .subscribe(move |_: &Envelope<Deposit>| audit.lock().unwrap().push("ledger"))?;
+    /// bus.publish(Deposit(100))?;
+    /// assert_eq!(*order.lock().unwrap(), ["ledger", "notify"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
     /// Registers `handler` and returns the guard that keeps it registered.
     ///
     /// # Errors
@@ -737,6 +777,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             dedup: self.dedup,
             dedup_key: self.dedup_key,
             members: None,
+            priority: self.priority,
         };
         Ok((parts, capacity))
     }
@@ -836,6 +877,7 @@ impl<E> fmt::Debug for SubscriberBuilder<E> {
             .field("start_at", &self.start_at)
             .field("pattern", &self.pattern)
             .field("group", &self.group)
+            .field("priority", &self.priority)
             .finish()
     }
 }

@@ -113,6 +113,8 @@ pub(crate) struct Subscriber<E, Q = Mailbox<Envelope<E>>> {
     pub(crate) topic: crate::registry::TopicName,
     pub(crate) overflow: Overflow,
     pub(crate) consumer: Consumer,
+    /// Where it stands in its topics' rosters: higher first (see `roster`).
+    pub(crate) priority: i32,
     /// The pool or the subscriber's own thread; `None` for inline and pull.
     pub(crate) executor: Option<Executor>,
     filter: Option<Filter<E>>,
@@ -199,6 +201,7 @@ pub(crate) struct Parts<E> {
     pub(crate) dedup: Option<DedupWindow>,
     pub(crate) dedup_key: Option<KeyOf<E>>,
     pub(crate) members: Option<std::sync::Arc<Members>>,
+    pub(crate) priority: i32,
 }
 
 impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
@@ -222,6 +225,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             topic: parts.topic,
             overflow: parts.overflow,
             consumer: parts.consumer,
+            priority: parts.priority,
             executor: parts.executor,
             filter: parts.filter,
             inbox,
@@ -768,6 +772,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             self.overflow,
         );
         stats.delivery = self.delivery;
+        stats.priority = self.priority;
         stats.accepted = c.accepted.load(Ordering::Relaxed);
         stats.delivered = c.delivered.load(Ordering::Relaxed);
         stats.failed = c.failed.load(Ordering::Relaxed);

@@ -9,7 +9,9 @@
 //!    never waits for room and is never refused for a full mailbox.
 //! 1. **Match.** Read the subscriber snapshot (an `Arc` slice that subscribe and
 //!    unsubscribe replace; copy-on-write, so publishers never wait for each other here)
-//!    and run each subscriber's filter.
+//!    and run each subscriber's filter. The snapshot is in order of priority (highest
+//!    first, then oldest first), and every later step goes through it in that order:
+//!    that is what makes priorities observable to inline subscribers.
 //! 2. **Reserve.** Take a mailbox slot from every matched subscriber whose policy is
 //!    all-or-nothing. A full mailbox decides by its policy: `DropNewest` and an expired
 //!    `BlockTimeout` drop for that subscriber only; `Reject` (and `Block` when the call
@@ -251,8 +253,10 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         }
     }
 
+    /// Adds a subscriber from now on, after those of its priority or higher.
     pub(crate) fn add(&self, sub: Arc<Subscriber<E>>) {
-        self.subscribers.add(sub);
+        let priority = sub.priority;
+        self.subscribers.add(sub, |s| s.priority < priority);
     }
 
     /// Adds a receiver to the topic's broadcast ring (made on first use, with room for
@@ -512,7 +516,8 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         };
         // Brand new, so idle: the claim cannot fail.
         let owned = sub.is_push() && sub.claim();
-        self.subscribers.add_at_cut(sub.clone(), &mut commit.cut);
+        self.subscribers
+            .add_at_cut(sub.clone(), &mut commit.cut, |s| s.priority < sub.priority);
         let mut failed = Vec::new();
         let (commit, history, queued) = if sub.has_filter() {
             drop(commit);
