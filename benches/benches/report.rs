@@ -1,4 +1,4 @@
-//! The ratio report: every scenario of the suite (B1–B8), crier against its peers in
+//! The ratio report: every scenario of the suite (B1–B9), crier against its peers in
 //! rotating rounds, printed as one table.
 //!
 //! ```text
@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use crier_benches::rounds::{rotate, Spread};
-use crier_benches::{group, inline, latency, memory, pull, push, scale, Contender};
+use crier_benches::{group, inline, latency, memory, pull, push, request, scale, Contender};
 
 #[global_allocator]
 static ALLOC: crier_benches::alloc::Counting = crier_benches::alloc::Counting;
@@ -262,6 +262,40 @@ fn b8(settings: &Settings) {
     println!("  crier, 1 subscriber: {} ns per event", Spread::of(&peers[1]).show(0));
 }
 
+fn b9(settings: &Settings) {
+    let events = settings.latency_samples * 4;
+    println!("\nB9  request-reply: 1 requester → 1 responder, one request at a time, {events} requests");
+    let (crier, peers) = compare(
+        settings,
+        events,
+        request::CRIER,
+        &[request::PEERS[0], request::CRIER_THREAD],
+    );
+    row(
+        "pool responder vs crossbeam",
+        Spread::of_ratios(&crier, &peers[0]),
+        None,
+    );
+    row(
+        "own-thread responder vs crossbeam",
+        Spread::of_ratios(&peers[1], &peers[0]),
+        None,
+    );
+    println!(
+        "  crier, pool responder: {} ns per round trip",
+        Spread::of(&crier).show(0)
+    );
+    println!(
+        "  crier, own-thread responder: {} ns per round trip",
+        Spread::of(&peers[1]).show(0)
+    );
+    println!(
+        "  {}: {} ns per round trip",
+        request::PEERS[0].name,
+        Spread::of(&peers[0]).show(0)
+    );
+}
+
 fn b6() {
     println!("\nB6  memory (counting allocator)");
     let (handler, receiver) = memory::per_idle_subscriber();
@@ -296,7 +330,7 @@ fn main() {
     );
     println!("ratio = crier's cost ÷ the peer's (below 1.00: crier is faster); median (min–max)");
     type Scenario = (&'static str, fn(&Settings));
-    let scenarios: [Scenario; 8] = [
+    let scenarios: [Scenario; 9] = [
         ("B1", b1),
         ("B2", b2),
         ("B3", b3),
@@ -305,6 +339,7 @@ fn main() {
         ("B6", |_| b6()),
         ("B7", b7),
         ("B8", b8),
+        ("B9", b9),
     ];
     for (id, run) in scenarios {
         if wanted(id) {

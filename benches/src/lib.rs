@@ -801,3 +801,80 @@ pub mod group {
         elapsed
     }
 }
+
+/// B9: request-reply, one requester asking one responder, one request at a time.
+pub mod request {
+    use super::*;
+
+    /// The reply: the first byte of the query, squared.
+    pub struct Reply(pub u64);
+
+    fn answer(query: &Payload) -> Reply {
+        let n = u64::from(query.0[0]);
+        Reply(n * n)
+    }
+
+    pub const CRIER: Contender = Contender {
+        name: "crier, pool responder",
+        run: crier_pool,
+    };
+    pub const CRIER_THREAD: Contender = Contender {
+        name: "crier, own-thread responder",
+        run: crier_thread,
+    };
+    pub const PEERS: [Contender; 1] = [Contender {
+        name: "crossbeam: a request channel, a bounded(1) reply channel per request",
+        run: crossbeam,
+    }];
+
+    pub fn crier_pool(requests: u64) -> Duration {
+        crier_with(crier::Dispatch::Pool, requests)
+    }
+
+    pub fn crier_thread(requests: u64) -> Duration {
+        crier_with(crier::Dispatch::Thread, requests)
+    }
+
+    fn crier_with(dispatch: crier::Dispatch, requests: u64) -> Duration {
+        let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
+        let responder = bus
+            .subscriber::<Payload>()
+            .dispatch(dispatch)
+            .respond(|q: &crier::Envelope<Payload>| answer(q))
+            .expect("bus is open");
+        let start = Instant::now();
+        let mut sum = 0;
+        for n in 0..requests {
+            let reply = bus
+                .request::<Payload, Reply>(Payload::new(n), Duration::from_secs(60))
+                .expect("answered");
+            sum += reply.0;
+        }
+        let elapsed = start.elapsed();
+        black_box(sum);
+        drop(responder);
+        elapsed
+    }
+
+    pub fn crossbeam(requests: u64) -> Duration {
+        type Request = (Payload, crossbeam_channel::Sender<Reply>);
+        let (tx, rx) = crossbeam_channel::bounded::<Request>(CAPACITY);
+        let responder = std::thread::spawn(move || {
+            for (query, reply) in rx {
+                let _ = reply.send(answer(&query));
+            }
+        });
+        let start = Instant::now();
+        let mut sum = 0;
+        for n in 0..requests {
+            let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+            tx.send((Payload::new(n), reply_tx)).expect("connected");
+            sum += reply_rx.recv_timeout(Duration::from_secs(60)).expect("answered").0;
+        }
+        let elapsed = start.elapsed();
+        black_box(sum);
+        drop(tx);
+        responder.join().expect("responder thread");
+        elapsed
+    }
+}
