@@ -39,6 +39,18 @@ fn until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Asks for the square of `n` on a thread of its own.
+fn ask_in_background(bus: &Bus, n: u64) -> thread::JoinHandle<Result<Envelope<Squared>, RequestError<Square>>> {
+    let bus = bus.clone();
+    thread::spawn(move || bus.request::<Square, Squared>(Square(n), NEVER))
+}
+
+fn until_queued(bus: &Bus, requests: u64) {
+    until(&format!("{requests} request(s) are queued"), || {
+        bus.stats().group("responders").unwrap().queued == requests
+    });
+}
+
 /// A responder on a thread of its own that says when it starts on a request and then
 /// waits for a permit; the permits' sender is returned.
 fn gated_responder(
@@ -358,18 +370,10 @@ fn a_request_dropped_by_the_responders_overflow_is_unanswered_at_once() {
     with_deadline(Duration::from_secs(60), || {
         let bus = Bus::new();
         let (_responder, started, permits) = gated_responder(&bus, 1, Overflow::DropNewest);
-        let first = {
-            let bus = bus.clone();
-            thread::spawn(move || bus.request::<Square, Squared>(Square(1), NEVER))
-        };
+        let first = ask_in_background(&bus, 1);
         assert_eq!(started.recv().unwrap(), 1, "the responder holds the first request");
-        let second = {
-            let bus = bus.clone();
-            thread::spawn(move || bus.request::<Square, Squared>(Square(2), NEVER))
-        };
-        until("the second request is queued", || {
-            bus.stats().group("responders").unwrap().queued == 1
-        });
+        let second = ask_in_background(&bus, 2);
+        until_queued(&bus, 1);
         // The queue is full: DropNewest drops the third, and its requester hears it now.
         let third = bus.request::<Square, Squared>(Square(3), NEVER);
         assert!(matches!(third, Err(RequestError::Unanswered)), "{third:?}");
@@ -406,18 +410,10 @@ fn a_request_queued_when_the_last_responder_leaves_is_unanswered_at_once() {
             })
             .unwrap();
         *itself.lock().unwrap() = Some(responder);
-        let first = {
-            let bus = bus.clone();
-            thread::spawn(move || bus.request::<Square, Squared>(Square(1), NEVER))
-        };
+        let first = ask_in_background(&bus, 1);
         assert_eq!(started.recv().unwrap(), 1);
-        let queued = {
-            let bus = bus.clone();
-            thread::spawn(move || bus.request::<Square, Squared>(Square(2), NEVER))
-        };
-        until("the second request is queued", || {
-            bus.stats().group("responders").unwrap().queued == 1
-        });
+        let queued = ask_in_background(&bus, 2);
+        until_queued(&bus, 1);
         permits.send(()).unwrap();
         assert_eq!(first.join().unwrap().unwrap().0, 1, "it answers the one it holds");
         let left = queued.join().unwrap();
@@ -431,18 +427,10 @@ fn shutdown_ends_waiting_requests_and_refuses_new_ones() {
     with_deadline(Duration::from_secs(60), || {
         let bus = Bus::new();
         let (_responder, started, permits) = gated_responder(&bus, 8, Overflow::Block);
-        let first = {
-            let bus = bus.clone();
-            thread::spawn(move || bus.request::<Square, Squared>(Square(1), NEVER))
-        };
+        let first = ask_in_background(&bus, 1);
         started.recv().unwrap();
-        let queued = {
-            let bus = bus.clone();
-            thread::spawn(move || bus.request::<Square, Squared>(Square(2), NEVER))
-        };
-        until("the second request is queued", || {
-            bus.stats().group("responders").unwrap().queued == 1
-        });
+        let queued = ask_in_background(&bus, 2);
+        until_queued(&bus, 1);
         // Abort drops what is queued; the responder still holds the first request.
         let report = bus.abort().unwrap();
         assert_eq!(report.dropped().shutdown, 1);
