@@ -2,7 +2,7 @@
 
 use std::any::{Any, TypeId};
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use dashmap::DashMap;
 
@@ -115,21 +115,12 @@ impl Registry {
         &self,
         make: impl FnOnce(TopicName, u64) -> TopicCore<E>,
     ) -> Arc<TopicCore<E>> {
-        let key = TypeId::of::<E>();
-        let topic = match self.defaults.get(&key) {
-            Some(found) => found.value().clone(),
-            None => self
-                .defaults
-                .entry(key)
-                .or_insert_with(|| Arc::new(make(TopicName::Type(std::any::type_name::<E>()), self.next_prefix())))
-                .value()
-                .clone(),
-        };
-        // Keyed by the type id, so the type always matches.
-        match topic.into_any().downcast::<TopicCore<E>>() {
-            Ok(topic) => topic,
-            Err(_) => unreachable!("default topics are keyed by their event type"),
-        }
+        self.typed_topic(
+            &self.defaults,
+            TypeId::of::<E>(),
+            || TopicName::Type(std::any::type_name::<E>()),
+            make,
+        )
     }
 
     /// The topic of `E`'s requests or replies, named `"{E} (request)"` or
@@ -140,22 +131,31 @@ impl Registry {
         exchange: Exchange,
         make: impl FnOnce(TopicName, u64) -> TopicCore<E>,
     ) -> Arc<TopicCore<E>> {
-        let key = (TypeId::of::<E>(), exchange);
-        let topic = match self.exchanges.get(&key) {
+        let name = || TopicName::Named(format!("{} ({})", std::any::type_name::<E>(), exchange.role()).into());
+        self.typed_topic(&self.exchanges, (TypeId::of::<E>(), exchange), name, make)
+    }
+
+    /// The topic under `key` in a map keyed by its event type (`E`'s type id, with a
+    /// role for exchanges), made and named by `name` on first use. Keyed by the type,
+    /// so the type always matches.
+    fn typed_topic<K: Eq + Hash, S: BuildHasher + Clone, E: Send + Sync + 'static>(
+        &self,
+        map: &DashMap<K, Arc<dyn AnyTopic>, S>,
+        key: K,
+        name: impl FnOnce() -> TopicName,
+        make: impl FnOnce(TopicName, u64) -> TopicCore<E>,
+    ) -> Arc<TopicCore<E>> {
+        let topic = match map.get(&key) {
             Some(found) => found.value().clone(),
-            None => self
-                .exchanges
+            None => map
                 .entry(key)
-                .or_insert_with(|| {
-                    let name = format!("{} ({})", std::any::type_name::<E>(), exchange.role());
-                    Arc::new(make(TopicName::Named(name.into()), self.next_prefix()))
-                })
+                .or_insert_with(|| Arc::new(make(name(), self.next_prefix())))
                 .value()
                 .clone(),
         };
         match topic.into_any().downcast::<TopicCore<E>>() {
             Ok(topic) => topic,
-            Err(_) => unreachable!("exchange topics are keyed by their event type"),
+            Err(_) => unreachable!("these maps are keyed by the event type"),
         }
     }
 
@@ -270,7 +270,6 @@ impl Hasher for TypeIdHasher {
 
 /// 32 bits that differ between processes (std seeds `RandomState` from the OS).
 fn process_random_bits() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
     hasher.finish() >> 32
