@@ -16,6 +16,10 @@
 //!   the hub's queue. A member takes the next event when it is free, so a slow member
 //!   never hoards work and a member that fails every event gets no more than its turn.
 //!
+//! With key affinity (see `affinity`), the queue is the group's intake: a member that
+//! looks for work routes what is queued into per-key lines under the affinity lock,
+//! and takes from the keys its partitions hold and from the keyless events.
+//!
 //! Leaving needs no hand-over of queued events: they are the group's, not the
 //! member's, and the others take them. A leaving member's events that wait for a retry
 //! are given back to the queue with their attempt count (`hand_over`), where another
@@ -37,17 +41,22 @@
 //!   dissolve.
 //! - G3: a member never joins a dissolved group: joining checks `dissolved` under the
 //!   same lock, and under the topic's group map lock, and makes a new group if so.
+//! - G4 (key affinity): a member's seat is in the member list before it is in the
+//!   affinity's assignment, and a wake is sent after the affinity lock is released
+//!   (`affinity` has the rest).
 //!
 //! # Lock order
 //!
-//! topic group map → group `dissolved` → roster / commit lock; a member's run lock →
-//! group `dissolved` (a leave runs under the leaver's run lock). Publishers take
-//! neither `dissolved` nor the map: only the member list's read lock, after the commit
-//! lock is released.
+//! topic group map → group `dissolved` → roster / commit lock, or → the affinity lock;
+//! a member's run lock → group `dissolved` (a leave runs under the leaver's run lock)
+//! → the affinity lock. Publishers take neither `dissolved`, the map nor the affinity
+//! lock: only the member list's read lock, after the commit lock is released. Nothing
+//! is woken under the affinity lock.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::affinity::{key_hash, Affinity, Keyed, SeatId};
 use crate::bus::BusShared;
 use crate::envelope::Envelope;
 use crate::inbox::{Inbox, Next};
@@ -74,11 +83,25 @@ pub(crate) struct Group<E> {
     bus: Weak<BusShared>,
     handed_out: AtomicU64,
     handed_back: AtomicU64,
+    /// Per-key lines and their assignment, for a group with key affinity.
+    affinity: Option<Mutex<Affinity<Envelope<E>>>>,
+    /// The next member's seat.
+    next_seat: AtomicU64,
+}
+
+impl<E> Keyed for Envelope<E> {
+    fn partition_key(&self) -> Option<&str> {
+        self.key()
+    }
+
+    fn seq(&self) -> u64 {
+        Envelope::seq(self)
+    }
 }
 
 impl<E: Send + Sync + 'static> Group<E> {
     /// A new group, its queue made like `member`'s mailbox would be.
-    fn new(name: &str, member: &Parts<E>, capacity: Option<usize>) -> Arc<Self> {
+    fn new(name: &str, member: &Parts<E>, capacity: Option<usize>, keyed: bool) -> Arc<Self> {
         let members = std::sync::Arc::new(Members::new());
         let hub = Parts {
             name: Some(name.to_owned()),
@@ -107,19 +130,53 @@ impl<E: Send + Sync + 'static> Group<E> {
             bus: member.bus.clone(),
             handed_out: AtomicU64::new(0),
             handed_back: AtomicU64::new(0),
+            affinity: keyed.then(|| Mutex::new(Affinity::new())),
+            next_seat: AtomicU64::new(0),
         })
+    }
+
+    /// With key affinity: runs `op` under the affinity lock, and settles what it lent
+    /// or reclaimed with `in_flight` before the lock is released (`affinity`, A5).
+    fn with_affinity<R>(&self, op: impl FnOnce(&mut Affinity<Envelope<E>>) -> R) -> Option<R> {
+        let mut affinity = self.affinity.as_ref()?.lock();
+        let before = affinity.lent();
+        let result = op(&mut affinity);
+        let after = affinity.lent();
+        let in_flight = &self.hub.runtime.in_flight;
+        if after > before {
+            in_flight.finish(after - before);
+        } else if before > after {
+            in_flight.add(before - after);
+        }
+        Some(result)
+    }
+
+    /// Events the group holds that any member may take: queued, or routed keyless.
+    /// (A keyed event is for its key's owner, whom the operation that made it ready
+    /// names.)
+    fn has_queued(&self) -> bool {
+        !self.hub.inbox.is_empty() || self.with_affinity(|a| a.has_keyless()) == Some(true)
+    }
+
+    /// Wakes the members an affinity operation named (after its lock is released).
+    fn wake_seats(&self, seats: impl IntoIterator<Item = SeatId>) {
+        for seat in seats {
+            let _ = self.members.wake_seat(seat);
+        }
     }
 
     /// The member at `leaver` left (step 3 of its unsubscribe, under its run lock).
     /// If others remain and events are queued, one of them is woken (see `wake_one`).
     /// The last one dissolves the group: its queue leaves the topic, so nothing more
     /// is queued, and that member's `discard` drops what is (G2).
-    fn leave(self: &Arc<Self>, leaver: *const (), topic: &TopicCore<E>) {
+    fn leave(self: &Arc<Self>, leaver: SeatId, topic: &TopicCore<E>) {
         let mut dissolved = self.dissolved.lock();
         self.members.remove(leaver);
+        let keys_moved = self.with_affinity(|a| a.leave(leaver));
         if self.members.len() > 0 {
             drop(dissolved);
-            if !self.hub.inbox.is_empty() {
+            self.wake_seats(keys_moved.into_iter().flatten());
+            if self.has_queued() {
                 self.members.wake();
             }
             return;
@@ -138,7 +195,12 @@ impl<E: Send + Sync + 'static> Group<E> {
     }
 
     /// A member that joined: if events are queued, it (or another) takes them now.
+    /// With key affinity, every member with a ready key is woken: the join may have
+    /// moved keys.
     pub(crate) fn joined(&self) {
+        let seats = self.members.seats();
+        let ready = self.with_affinity(|a| seats.into_iter().filter(|&s| a.has_work(s)).collect::<Vec<_>>());
+        self.wake_seats(ready.into_iter().flatten());
         if !self.hub.inbox.is_empty() {
             self.members.wake();
         }
@@ -169,7 +231,7 @@ impl<E: Send + Sync + 'static> Group<E> {
             handed_back: self.handed_back.load(Ordering::Relaxed),
             dropped: hub.dropped,
             refused: hub.refused,
-            queued: hub.queued,
+            queued: hub.queued + self.with_affinity(|a| a.len() as u64).unwrap_or(0),
             high_water: hub.high_water,
         }
     }
@@ -179,13 +241,14 @@ impl<E: Send + Sync + 'static> Group<E> {
 /// (or only a dissolved one, G3). Returns the member, and the group if this made it
 /// (for the caller to register with the bus).
 ///
-/// Refused (with the reason) if the member's capacity or overflow policy is not the
-/// group's: they are the queue's, which all members share.
+/// Refused (with the reason) if the member's capacity, overflow policy or key affinity
+/// is not the group's: they are the queue's, which all members share.
 pub(crate) fn join<E: Send + Sync + 'static>(
     topic: &Arc<TopicCore<E>>,
     name: &str,
     parts: Parts<E>,
     capacity: Option<usize>,
+    keyed: bool,
 ) -> Result<Joined<E>, &'static str> {
     let mut groups = topic.groups().lock();
     let mut made = None;
@@ -193,7 +256,7 @@ pub(crate) fn join<E: Send + Sync + 'static>(
         let group = match groups.get(name) {
             Some(group) => group.clone(),
             None => {
-                let group = Group::new(name, &parts, capacity);
+                let group = Group::new(name, &parts, capacity, keyed);
                 topic.add(group.hub.clone());
                 groups.insert(group.name.clone(), group.clone());
                 made = Some(group.clone());
@@ -210,12 +273,21 @@ pub(crate) fn join<E: Send + Sync + 'static>(
         if group.hub.overflow != parts.overflow || group.hub.inbox.capacity() != capacity {
             return Err("the members of a group share its queue: give every member the same capacity and overflow");
         }
-        let seat = GroupSeat {
-            group: group.clone(),
-            taken: AtomicU64::new(0),
-        };
-        let member = Subscriber::new(parts, seat);
-        group.members.add(member.clone());
+        if group.affinity.is_some() != keyed {
+            return Err("key affinity is the group's: give every member key_affinity(), or none");
+        }
+        let seat = group.next_seat.fetch_add(1, Ordering::Relaxed);
+        let member = Subscriber::new(
+            parts,
+            GroupSeat {
+                group: group.clone(),
+                taken: AtomicU64::new(0),
+                seat,
+            },
+        );
+        // Listed before it owns keys (G4); `joined` wakes whoever the join gave keys.
+        group.members.add(seat, member.clone());
+        group.with_affinity(|a| a.join(seat));
         drop(dissolved);
         return Ok((member, made));
     }
@@ -229,6 +301,7 @@ pub(crate) struct GroupSeat<E> {
     group: Arc<Group<E>>,
     /// Events this member took from the queue (its `accepted`).
     taken: AtomicU64,
+    seat: SeatId,
 }
 
 impl<E> GroupSeat<E> {
@@ -237,9 +310,42 @@ impl<E> GroupSeat<E> {
     }
 }
 
+impl<E: Send + Sync + 'static> GroupSeat<E> {
+    /// `env`'s key hash, if it has a key and the group key affinity.
+    fn keyed(&self, env: &Envelope<E>) -> Option<u64> {
+        self.group.affinity.as_ref()?;
+        env.key().map(key_hash)
+    }
+
+    /// With key affinity: routes what is queued, then takes this member's next event
+    /// (see `affinity`); wakes the members that routing gave work.
+    fn next_keyed(&self) -> Option<Envelope<E>> {
+        let intake = &self.group.hub.inbox;
+        let mut wake = Vec::new();
+        let taken = self.group.with_affinity(|affinity| {
+            while let Some(env) = intake.pop_held() {
+                if let Some(owner) = affinity.route(env) {
+                    if owner != self.seat && !wake.contains(&owner) {
+                        wake.push(owner);
+                    }
+                }
+            }
+            affinity.take(self.seat)
+        })?;
+        self.group.wake_seats(wake);
+        // Its slot was held while it waited in a line (A4).
+        intake.slots().release(usize::from(taken.is_some()));
+        taken
+    }
+}
+
 impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
     fn next(&self) -> Next<E> {
-        match self.group.hub.inbox.pop() {
+        let taken = match &self.group.affinity {
+            None => self.group.hub.inbox.pop(),
+            Some(_) => self.next_keyed(),
+        };
+        match taken {
             Some(env) => {
                 Counters::add(&self.taken, 1);
                 Counters::add(&self.group.handed_out, 1);
@@ -250,7 +356,32 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
     }
 
     fn is_empty(&self) -> bool {
-        self.group.hub.inbox.is_empty()
+        self.group.hub.inbox.is_empty() && self.group.with_affinity(|a| a.has_work(self.seat)) != Some(true)
+    }
+
+    fn finished(&self, env: &Envelope<E>) {
+        let Some(key) = self.keyed(env) else {
+            return;
+        };
+        let owner = self.group.with_affinity(|a| a.finish(key)).flatten();
+        // This member's own runner looks again before it stops.
+        self.group.wake_seats(owner.filter(|&o| o != self.seat));
+    }
+
+    fn parked(&self, env: &Envelope<E>) {
+        if let Some(key) = self.keyed(env) {
+            self.group.with_affinity(|a| a.park(key));
+        }
+    }
+
+    fn unparked(&self, env: &Envelope<E>) {
+        if let Some(key) = self.keyed(env) {
+            self.group.with_affinity(|a| a.unpark(key));
+        }
+    }
+
+    fn orders_by_key(&self) -> bool {
+        self.group.affinity.is_some()
     }
 
     fn unread(&self) -> u64 {
@@ -270,19 +401,30 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         if !self.group.is_dissolved() {
             return (0, 0);
         }
-        let n = self.group.hub.inbox.clear() as u64;
+        let intake = &self.group.hub.inbox;
+        let mut n = intake.clear() as u64;
+        // Lent events are in flight again once cleared (A5): dropped like the rest.
+        if let Some(routed) = self.group.with_affinity(Affinity::clear) {
+            intake.slots().release(routed.len());
+            n += routed.len() as u64;
+        }
         Counters::add(&self.taken, n);
         Counters::add(&self.group.handed_out, n);
         (n, 0)
     }
 
     fn hand_over(&self, waiting: Vec<Envelope<E>>, reason: DropReason) -> Vec<Envelope<E>> {
-        if reason != DropReason::Unsubscribed || waiting.is_empty() {
+        if waiting.is_empty() {
             return waiting;
         }
         let group = &self.group;
         let dissolved = group.dissolved.lock();
-        if *dissolved {
+        if reason != DropReason::Unsubscribed || *dissolved {
+            drop(dissolved);
+            // Dropped: their keys are free again.
+            for env in &waiting {
+                self.finished(env);
+            }
             return waiting;
         }
         let runtime = &group.hub.runtime;
@@ -293,18 +435,29 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         if !runtime.retries_hold_idle {
             runtime.in_flight.add(n);
         }
-        for env in waiting {
-            group.hub.inbox.push_over(env);
+        let mut keys_given = Vec::new();
+        if group.affinity.is_some() {
+            // Back to the front of their lines, each holding a slot again (A2, A4).
+            group.with_affinity(|affinity| {
+                for env in waiting {
+                    group.hub.inbox.slots().occupy();
+                    keys_given.extend(affinity.give_back(env));
+                }
+            });
+        } else {
+            for env in waiting {
+                group.hub.inbox.push_over(env);
+            }
         }
         Counters::add(&group.handed_back, n as u64);
         drop(dissolved);
+        group.wake_seats(keys_given);
         group.members.wake();
         Vec::new()
     }
 
     fn leave(sub: &Subscriber<E, Self>, topic: &TopicCore<E>) {
-        let group = &sub.inbox.group;
-        group.leave((sub as *const Subscriber<E, Self>).cast(), topic);
+        sub.inbox.group.leave(sub.inbox.seat, topic);
     }
 
     fn wake_publishers(&self) {
@@ -348,6 +501,14 @@ impl<E: Send + Sync + 'static> Control for Group<E> {
     fn retire(&self, grace: Duration) -> bool {
         self.hub.deactivate();
         let retired = self.hub.retire(DropReason::Shutdown, Some(grace), || {});
+        // What was routed to lines is the queue's too (its members retire after it).
+        if let Some(routed) = self.with_affinity(Affinity::clear) {
+            let n = routed.len();
+            self.hub.inbox.slots().release(n);
+            self.hub.counters.drop_n(DropReason::Shutdown, n as u64);
+            self.hub.runtime.in_flight.finish(n);
+            drop(routed);
+        }
         // The members hold the group and the group lists the members: let go.
         self.members.clear();
         retired

@@ -39,6 +39,25 @@ pub(crate) trait Inbox<E>: Send + Sync + Sized + 'static {
     /// Drops everything not yet taken; returns `(queued, lagged past)`.
     fn discard(&self) -> (u64, u64);
 
+    /// A taken event is done with for good: handled, skipped as a duplicate, failed
+    /// with no retry, or dead-lettered (a group with key affinity frees its key, see
+    /// `affinity`).
+    fn finished(&self, _env: &Envelope<E>) {}
+
+    /// A taken event waits for its retry, out of `in_flight` (a clock moved by hand,
+    /// see `retries`): what a group with key affinity holds back behind it leaves
+    /// `in_flight` too (see `affinity`).
+    fn parked(&self, _env: &Envelope<E>) {}
+
+    /// A `parked` event's retry is taken: what it held back is in flight again.
+    fn unparked(&self, _env: &Envelope<E>) {}
+
+    /// Whether retries hold back only the failed event's key (a group with key
+    /// affinity), not everything after it, whatever the retry order.
+    fn orders_by_key(&self) -> bool {
+        false
+    }
+
     /// Leaving for `reason`: gives events that waited for a retry to whoever else can
     /// take them (a group member's group, see `group`); returns those nobody can, to
     /// be dropped.

@@ -398,6 +398,12 @@
 //! its events. `examples/work_queue.rs` stops a worker half-way through a queue of
 //! uploads, and every file is still processed exactly once.
 //!
+//! With [key affinity](SubscriberBuilder::key_affinity), a group shares its events
+//! by partition key instead ([`Message::key`]; Kafka's partitions): a key's events go
+//! to one member while the members stay the same, and are handled one at a time in
+//! `seq` order across the group, also while members come and go and while an event
+//! waits for its retry (other keys overtake it).
+//!
 //! ```
 //! use std::time::Duration;
 //! use crier::{Bus, Envelope};
@@ -489,6 +495,7 @@
 mod ack;
 #[cfg(not(loom))]
 mod ack_receiver;
+mod affinity;
 #[cfg(not(loom))]
 mod broadcast;
 #[cfg(not(loom))]

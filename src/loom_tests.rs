@@ -852,8 +852,17 @@ struct ModelGroup {
     members: crate::wake_one::Members,
 }
 
-struct ModelMember {
-    group: Arc<ModelGroup>,
+/// What a model member's runner does with its group.
+trait ModelWork: Send + Sync + 'static {
+    /// Handles the next event for the member in `seat`; `false` once there is none.
+    fn handle_next(&self, seat: u64) -> bool;
+}
+
+/// A group member reduced to its schedule: a runner that handles events from its
+/// group while it is active, under its run lock, and a probe that counts runners.
+struct ModelMember<G> {
+    group: Arc<G>,
+    seat: crate::affinity::SeatId,
     state: ScheduleState,
     active: crate::sync::AtomicBool,
     /// The run lock: a leave waits for a running batch.
@@ -861,7 +870,26 @@ struct ModelMember {
     runners: AtomicUsize,
 }
 
-impl crate::wake_one::Member for ModelMember {
+impl<G: ModelWork> ModelMember<G> {
+    fn new(group: &Arc<G>, seat: u64) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(ModelMember {
+            group: group.clone(),
+            seat,
+            state: ScheduleState::new(),
+            active: crate::sync::AtomicBool::new(true),
+            run: Mutex::new(()),
+            runners: AtomicUsize::new(0),
+        })
+    }
+
+    /// Unsubscribe's steps 1 and 2: clear `active`, and wait for a running batch.
+    fn stop(&self) -> loom::sync::MutexGuard<'_, ()> {
+        self.active.store(false, Ordering::SeqCst);
+        self.run.lock().unwrap()
+    }
+}
+
+impl<G: ModelWork> crate::wake_one::Member for ModelMember<G> {
     fn is_active(&self) -> bool {
         self.active.load(Ordering::SeqCst)
     }
@@ -881,20 +909,21 @@ impl crate::wake_one::Member for ModelMember {
             );
             {
                 let _run = self.run.lock().unwrap();
-                // As `Subscriber::run_batch`: `active` is checked before every pop.
-                while self.is_active() {
-                    let next = self.group.queue.lock().unwrap().pop_front();
-                    match next {
-                        Some(item) => self.group.handled.lock().unwrap().push(item),
-                        None => break,
-                    }
-                }
+                // As `Subscriber::run_batch`: `active` is checked before every event.
+                while self.is_active() && self.group.handle_next(self.seat) {}
             }
             self.runners.fetch_sub(1, Ordering::SeqCst);
             if self.state.try_release() {
                 return;
             }
         }
+    }
+}
+
+impl ModelWork for ModelGroup {
+    fn handle_next(&self, _seat: u64) -> bool {
+        let next = self.queue.lock().unwrap().pop_front();
+        next.map(|item| self.handled.lock().unwrap().push(item)).is_some()
     }
 }
 
@@ -907,15 +936,9 @@ impl ModelGroup {
         })
     }
 
-    fn join(group: &Arc<Self>) -> std::sync::Arc<ModelMember> {
-        let member = std::sync::Arc::new(ModelMember {
-            group: group.clone(),
-            state: ScheduleState::new(),
-            active: crate::sync::AtomicBool::new(true),
-            run: Mutex::new(()),
-            runners: AtomicUsize::new(0),
-        });
-        group.members.add(member.clone());
+    fn join(group: &Arc<Self>) -> std::sync::Arc<ModelMember<Self>> {
+        let member = ModelMember::new(group, group.members.len() as u64);
+        group.members.add(member.seat, member.clone());
         member
     }
 
@@ -927,10 +950,9 @@ impl ModelGroup {
 
     /// Unsubscribe's steps for a member: clear `active`, wait for its batch, leave the
     /// list, and wake another if events are queued (`Group::leave`).
-    fn leave(&self, member: &std::sync::Arc<ModelMember>) {
-        member.active.store(false, Ordering::SeqCst);
-        let run = member.run.lock().unwrap();
-        self.members.remove(std::sync::Arc::as_ptr(member).cast());
+    fn leave(&self, member: &ModelMember<Self>) {
+        let run = member.stop();
+        self.members.remove(member.seat);
         drop(run);
         if !self.queue.lock().unwrap().is_empty() {
             self.members.wake();
@@ -984,5 +1006,232 @@ fn loom_group_a_member_leaving_strands_no_event() {
         group.leave(&a);
         publisher.join().unwrap();
         group.assert_each_handled_once(&[1]);
+    });
+}
+
+/// An event of the key-affinity model: its key and `seq`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct KeyedItem(Option<&'static str>, u64);
+
+impl crate::affinity::Keyed for KeyedItem {
+    fn partition_key(&self) -> Option<&str> {
+        self.0
+    }
+
+    fn seq(&self) -> u64 {
+        self.1
+    }
+}
+
+/// A consumer group with key affinity reduced to its protocol (`affinity`, `group`):
+/// the intake, the affinity under its lock, and members whose runner routes, takes,
+/// handles and finishes, waking the owners it made work for.
+struct KeyedGroup {
+    /// The intake and the next `seq` (a publish pushes under the commit lock).
+    intake: Mutex<(VecDeque<KeyedItem>, u64)>,
+    affinity: Mutex<crate::affinity::Affinity<KeyedItem>>,
+    members: crate::wake_one::Members,
+    handled: Mutex<Vec<(u64, KeyedItem)>>,
+    /// Keys being handled now: never two events of one key at once.
+    in_progress: Mutex<Vec<&'static str>>,
+}
+
+impl ModelWork for KeyedGroup {
+    fn handle_next(&self, seat: u64) -> bool {
+        // `GroupSeat::next_keyed`: route everything, take, then wake.
+        let mut wake = Vec::new();
+        let next = {
+            let mut affinity = self.affinity.lock().unwrap();
+            while let Some(item) = self.intake.lock().unwrap().0.pop_front() {
+                wake.extend(affinity.route(item).filter(|&o| o != seat));
+            }
+            affinity.take(seat)
+        };
+        for owner in wake {
+            let _ = self.members.wake_seat(owner);
+        }
+        let Some(item) = next else {
+            return false;
+        };
+        if let Some(key) = item.0 {
+            let mut in_progress = self.in_progress.lock().unwrap();
+            assert!(!in_progress.contains(&key), "two events of {key} at once");
+            in_progress.push(key);
+        }
+        self.handled.lock().unwrap().push((seat, item));
+        // `GroupSeat::finished`.
+        if let Some(key) = item.0 {
+            self.in_progress.lock().unwrap().retain(|&k| k != key);
+            let owner = self.affinity.lock().unwrap().finish(crate::affinity::key_hash(key));
+            if let Some(owner) = owner.filter(|&o| o != seat) {
+                let _ = self.members.wake_seat(owner);
+            }
+        }
+        true
+    }
+}
+
+impl KeyedGroup {
+    fn new() -> Arc<Self> {
+        Arc::new(KeyedGroup {
+            intake: Mutex::new((VecDeque::new(), 0)),
+            affinity: Mutex::new(crate::affinity::Affinity::new()),
+            members: crate::wake_one::Members::new(),
+            handled: Mutex::new(Vec::new()),
+            in_progress: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// `group::join`: listed first, then given partitions.
+    fn join(group: &Arc<Self>, seat: u64) -> std::sync::Arc<ModelMember<Self>> {
+        let member = ModelMember::new(group, seat);
+        group.members.add(seat, member.clone());
+        group.affinity.lock().unwrap().join(seat);
+        member
+    }
+
+    /// A key that `seat` owns, from a few candidates.
+    fn key_of(&self, seat: u64) -> &'static str {
+        let affinity = self.affinity.lock().unwrap();
+        ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+            .into_iter()
+            .find(|k| affinity.owner(crate::affinity::key_hash(k)) == Some(seat))
+            .expect("a key for each of two members")
+    }
+
+    /// A publish: push, then wake one member (`wake_one`), `first` if it is active
+    /// (the walk may pick any active member: whoever routes wakes the owner).
+    fn publish(&self, key: Option<&'static str>, first: Option<u64>) {
+        {
+            let mut intake = self.intake.lock().unwrap();
+            let seq = intake.1;
+            intake.1 += 1;
+            intake.0.push_back(KeyedItem(key, seq));
+        }
+        if !first.is_some_and(|seat| self.members.wake_seat(seat)) {
+            self.members.wake();
+        }
+    }
+
+    /// `Group::leave` under the leaver's run lock: off the list and the assignment,
+    /// then wake the new owners, and someone if events are queued or keyless.
+    fn leave(&self, member: &ModelMember<Self>) {
+        let run = member.stop();
+        self.members.remove(member.seat);
+        let (moved, queued) = {
+            let mut affinity = self.affinity.lock().unwrap();
+            let moved = affinity.leave(member.seat);
+            (moved, affinity.has_keyless())
+        };
+        drop(run);
+        for seat in moved {
+            let _ = self.members.wake_seat(seat);
+        }
+        if queued || !self.intake.lock().unwrap().0.is_empty() {
+            self.members.wake();
+        }
+    }
+
+    /// Each event handled once; each key's events in `seq` order; nothing left.
+    fn assert_handled_in_key_order(&self, published: u64) {
+        let handled = self.handled.lock().unwrap().clone();
+        let mut seqs: Vec<u64> = handled.iter().map(|(_, item)| item.1).collect();
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (0..published).collect::<Vec<_>>(),
+            "an event was lost or handled twice"
+        );
+        for (i, (_, a)) in handled.iter().enumerate() {
+            for (_, b) in &handled[i + 1..] {
+                assert!(a.0.is_none() || a.0 != b.0 || a.1 < b.1, "{a:?} after {b:?}");
+            }
+        }
+        assert_eq!(self.affinity.lock().unwrap().len(), 0, "an event stayed in a line");
+        self.members.clear();
+    }
+}
+
+#[test]
+fn loom_affinity_each_key_in_order_one_at_a_time() {
+    // Two publishers race on the key of member 0 and on member 1's, and wake only
+    // member 0: it routes member 1's key and wakes member 1 (busy or idle). Each key's
+    // events run one at a time, in order.
+    loom::model(|| {
+        let group = KeyedGroup::new();
+        let _a = KeyedGroup::join(&group, 0);
+        let _b = KeyedGroup::join(&group, 1);
+        let (ka, kb) = (group.key_of(0), group.key_of(1));
+        let publishers: Vec<_> = [[Some(ka), Some(kb)], [Some(ka), None]]
+            .into_iter()
+            .map(|keys| {
+                let group = group.clone();
+                thread::spawn(move || keys.into_iter().for_each(|k| group.publish(k, Some(0))))
+            })
+            .collect();
+        for publisher in publishers {
+            publisher.join().unwrap();
+        }
+        group.assert_handled_in_key_order(4);
+    });
+}
+
+#[test]
+fn loom_affinity_an_owner_leaving_strands_nothing() {
+    // Publishes of member 0's key, which wake member 0 only, race member 0's leave:
+    // the key moves to member 1, which is woken by the route or by the leave.
+    loom::model(|| {
+        let group = KeyedGroup::new();
+        let a = KeyedGroup::join(&group, 0);
+        let _b = KeyedGroup::join(&group, 1);
+        let ka = group.key_of(0);
+        let publisher = {
+            let group = group.clone();
+            thread::spawn(move || {
+                group.publish(Some(ka), Some(0));
+                group.publish(Some(ka), Some(0));
+            })
+        };
+        group.leave(&a);
+        publisher.join().unwrap();
+        group.assert_handled_in_key_order(2);
+    });
+}
+
+#[test]
+fn loom_affinity_a_join_moves_a_busy_key_without_reordering_it() {
+    // Member 1 joins while member 0 handles a key that the join moves to member 1:
+    // member 1 takes the key's next event only once member 0 finished, woken by that
+    // finish, by its join or by the route.
+    let moving = {
+        let mut probe = crate::affinity::Affinity::<KeyedItem>::new();
+        probe.join(0);
+        probe.join(1);
+        ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+            .into_iter()
+            .find(|k| probe.owner(crate::affinity::key_hash(k)) == Some(1))
+            .unwrap()
+    };
+    loom::model(move || {
+        let group = KeyedGroup::new();
+        let _a = KeyedGroup::join(&group, 0);
+        let publisher = {
+            let group = group.clone();
+            thread::spawn(move || group.publish(Some(moving), Some(0)))
+        };
+        let _b = KeyedGroup::join(&group, 1);
+        // `Group::joined`: wake whoever has work now.
+        let ready: Vec<u64> = {
+            let affinity = group.affinity.lock().unwrap();
+            [0, 1].into_iter().filter(|&s| affinity.has_work(s)).collect()
+        };
+        for seat in ready {
+            let _ = group.members.wake_seat(seat);
+        }
+        // Member 1 routes the key's second event, maybe while member 0 still handles
+        // the first: then only member 0's finish can wake it.
+        group.publish(Some(moving), Some(1));
+        publisher.join().unwrap();
+        group.assert_handled_in_key_order(2);
     });
 }

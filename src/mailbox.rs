@@ -135,12 +135,17 @@ impl<T> Mailbox<T> {
     }
 
     pub(crate) fn pop(&self) -> Option<T> {
+        let item = self.pop_held()?;
+        self.slots.release(1);
+        Some(item)
+    }
+
+    /// Pops without releasing the item's slot: it keeps its place in the capacity until
+    /// the caller calls `slots().release` (a group with key affinity, see `affinity`).
+    pub(crate) fn pop_held(&self) -> Option<T> {
         loop {
             match self.rx.try_recv() {
-                Ok(Item::Event(item)) => {
-                    self.slots.release(1);
-                    return Some(item);
-                }
+                Ok(Item::Event(item)) => return Some(item),
                 Ok(Item::Wake) => self.flags.lower_wake(),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
             }

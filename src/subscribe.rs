@@ -89,6 +89,7 @@ pub struct SubscriberBuilder<E> {
     start_at: Offset,
     pattern: Option<String>,
     group: Option<String>,
+    key_affinity: bool,
     priority: i32,
 }
 
@@ -109,6 +110,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             start_at: Offset::Latest,
             pattern: None,
             group: None,
+            key_affinity: false,
             priority: 0,
         }
     }
@@ -384,7 +386,8 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     ///   order across the group; each member sees the events it takes in `seq` order.
     ///
     /// Members are push subscribers on the pool or a thread of their own, without a
-    /// filter, on one topic, from the latest offset.
+    /// filter, on one topic, from the latest offset. For per-key order across the
+    /// group, see [`key_affinity`](Self::key_affinity).
     ///
     /// # Errors
     ///
@@ -431,6 +434,83 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// ```
     pub fn group(mut self, name: impl Into<String>) -> Self {
         self.group = Some(name.into());
+        self
+    }
+
+    /// Makes a [`group`](Self::group) share its events by partition key
+    /// ([`Message::key`](crate::Message::key)): events with the same key go to the same
+    /// member while the members stay the same, and each key's events are handled one at
+    /// a time, in `seq` order, across the whole group (Kafka's partitions, Axon's
+    /// sequencing policy). Every member of the group must ask for it, or none.
+    ///
+    /// - **Assignment.** Keys hash to 64 partitions (a fixed hash: the same key lands
+    ///   in the same partition in every run), and the partitions are shared out among
+    ///   the members, no member more than one over another. A member that joins takes
+    ///   partitions from those that have most; a leaving member's go to those that
+    ///   have fewest; no other partition moves. A group of more than 64 members leaves
+    ///   the extra ones only keyless events.
+    /// - **Order across changes.** A key's next event is not taken, by any member, until
+    ///   the member that took its previous one is done with it (handled, failed for
+    ///   good, dead-lettered, or given back when that member leaves). So when a key
+    ///   moves to another member, per-key order still holds.
+    /// - **Retries.** An event waiting for its retry holds back the later events of its
+    ///   key, even under [`RetryOrder::Unordered`](crate::RetryOrder::Unordered) (events
+    ///   of other keys overtake it), so at-least-once members keep per-key order too.
+    /// - **Keyless events** go to any free member, in no particular order.
+    /// - **Capacity** bounds the group's events whether or not a member's key holds
+    ///   them back, and the counters and the group's identity are those of any group.
+    ///
+    /// # Errors
+    ///
+    /// From [`subscribe`](Self::subscribe): [`SubscribeError::InvalidPolicy`] without
+    /// a group (and from a receiver); [`SubscribeError::InvalidGroup`] with
+    /// [`Overflow::DropOldest`] (the oldest event may be the one its key's member is
+    /// about to take: evicting it would reorder the key) or when the group's other
+    /// members differ.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use crier::{Bus, Envelope};
+    ///
+    /// struct Deposit { account: String, cents: u64 }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::new();
+    /// // Which member handled each account's deposits, in order.
+    /// let seen = Arc::new(Mutex::new(HashMap::<String, Vec<(u32, u64)>>::new()));
+    /// let members: Vec<_> = (0..3)
+    ///     .map(|m| {
+    ///         let seen = seen.clone();
+    ///         bus.subscriber::<Deposit>()
+    ///             .group("ledger")
+    ///             .key_affinity()
+    ///             .subscribe(move |d: &Envelope<Deposit>| {
+    ///                 let mut seen = seen.lock().unwrap();
+    ///                 seen.entry(d.account.clone()).or_default().push((m, d.cents));
+    ///             })
+    ///     })
+    ///     .collect::<Result<_, _>>()?;
+    /// for cents in 1..=50 {
+    ///     for account in ["alice", "bob", "carol"] {
+    ///         let deposit = Deposit { account: account.to_owned(), cents };
+    ///         bus.message(deposit).key(account).publish()?;
+    ///     }
+    /// }
+    /// bus.wait_idle(Duration::from_secs(5))?;
+    /// for (account, deposits) in seen.lock().unwrap().iter() {
+    ///     let cents: Vec<u64> = deposits.iter().map(|&(_, c)| c).collect();
+    ///     assert_eq!(cents, (1..=50).collect::<Vec<_>>(), "{account}'s deposits in order");
+    ///     assert!(deposits.iter().all(|&(m, _)| m == deposits[0].0), "{account} on one member");
+    /// }
+    /// # drop(members);
+    /// # Ok(()) }
+    /// ```
+    pub fn key_affinity(mut self) -> Self {
+        self.key_affinity = true;
         self
     }
 
@@ -490,7 +570,10 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         let handler: Handler<E> = Box::new(move |env| handler(env).into_result());
         let control = match self.group.take() {
             Some(group) => self.register_member(group, dispatch, handler)?,
-            None => self.register(Consumer::Handler(dispatch), handler)?,
+            None => {
+                self.refuse_key_affinity()?;
+                self.register(Consumer::Handler(dispatch), handler)?
+            }
         };
         Ok(Subscription::new(control))
     }
@@ -507,6 +590,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// [`ack_receiver`](Self::ack_receiver) for those.
     pub fn receiver(self) -> Result<Receiver<E>, SubscribeError> {
         self.refuse_group()?;
+        self.refuse_key_affinity()?;
         if let Delivery::AtLeastOnce(_) = self.delivery {
             return Err(SubscribeError::InvalidPolicy {
                 reason: "a receiver cannot be at-least-once (the bus never sees it fail): use ack_receiver",
@@ -555,6 +639,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// could not start.
     pub fn ack_receiver(self) -> Result<AckReceiver<E>, SubscribeError> {
         self.refuse_group()?;
+        self.refuse_key_affinity()?;
         let Delivery::AtLeastOnce(retry) = self.delivery else {
             return Err(SubscribeError::InvalidPolicy {
                 reason: "an ack receiver is at-least-once: call at_least_once(retry) first",
@@ -609,6 +694,15 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         }
     }
 
+    fn refuse_key_affinity(&self) -> Result<(), SubscribeError> {
+        if self.key_affinity {
+            return Err(SubscribeError::InvalidPolicy {
+                reason: "key_affinity shares a group's events by key: it needs group(..)",
+            });
+        }
+        Ok(())
+    }
+
     /// Checks what a group member cannot have (see [`group`](Self::group)).
     fn check_member(&self, group: &str, dispatch: Dispatch) -> Result<(), SubscribeError> {
         let refuse = |reason| {
@@ -634,6 +728,9 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         if self.start_at != Offset::Latest {
             return refuse("a member cannot start_at an offset: the group takes events from the latest");
         }
+        if self.key_affinity && self.overflow.unwrap_or(self.topic.bus.config.overflow) == Overflow::DropOldest {
+            return refuse("key affinity keeps each key's order: DropOldest could evict the event a key's member takes next (use DropNewest, Reject, Block or BlockTimeout)");
+        }
         Ok(())
     }
 
@@ -646,8 +743,9 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     ) -> Result<Arc<dyn Control>, SubscribeError> {
         self.check_member(&group, dispatch)?;
         let topic = self.topic.clone();
+        let keyed = self.key_affinity;
         let (parts, capacity) = self.parts(Consumer::Handler(dispatch), Some(handler))?;
-        let (member, made) = crate::group::join(&topic.core, &group, parts, capacity).map_err(|reason| {
+        let (member, made) = crate::group::join(&topic.core, &group, parts, capacity, keyed).map_err(|reason| {
             SubscribeError::InvalidGroup {
                 group: group.clone(),
                 reason,
@@ -676,8 +774,8 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         if !matches!(self.topic.core.name, TopicName::Type(_)) || self.pattern.is_some() {
             return refuse("requests of a type travel on a topic of their own: respond from bus.subscriber::<Q>(), with no topic name or pattern");
         }
-        if self.group.is_some() {
-            return refuse("the responders of a type are one group already: leave group(..) out");
+        if self.group.is_some() || self.key_affinity {
+            return refuse("the responders of a type are one group already: leave group(..) and key_affinity() out");
         }
         if self.filter.is_some() {
             return refuse("a responder answers every request: it cannot have a filter");
@@ -877,6 +975,7 @@ impl<E> fmt::Debug for SubscriberBuilder<E> {
             .field("start_at", &self.start_at)
             .field("pattern", &self.pattern)
             .field("group", &self.group)
+            .field("key_affinity", &self.key_affinity)
             .field("priority", &self.priority)
             .finish()
     }

@@ -445,10 +445,12 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
                 if let (Some(key), Some(seen)) = (key, seen.as_mut()) {
                     self.remember(seen, key);
                 }
+                self.inbox.finished(&env);
                 return true;
             }
             Ok(Ok(Attempt::Duplicate)) => {
                 Counters::add(&self.counters.deduplicated, 1);
+                self.inbox.finished(&env);
                 return true;
             }
             Ok(Err(error)) => Failure::Error(error),
@@ -457,17 +459,24 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         let text = self.note_failure(&env, failure);
         let Some(retry) = self.retry() else {
             Counters::add(&self.counters.failed, 1);
+            self.inbox.finished(&env);
             // `env` (maybe the last reference to the event) drops inside the scope, so
             // an event's `Drop` that calls into the bus counts as handler code.
             drop(env);
             return true;
         };
+        // What its key holds back is lent with it (see `Inbox::parked`).
+        let parked = self.lends().then(|| env.clone());
         match self.schedule_retry(retry, env, text, retries) {
             Err(letter) => {
+                self.inbox.finished(&letter.envelope);
                 dead.push(letter);
                 true
             }
             Ok(due) => {
+                if let Some(env) = parked {
+                    self.inbox.parked(&env);
+                }
                 if let Some(due) = due {
                     let me: Weak<dyn Wake> = self.me.clone();
                     self.runtime.timer.arm(due, me);
@@ -736,11 +745,12 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
                 Counters::sub(&self.counters.retrying, 1);
                 if !self.runtime.retries_hold_idle {
                     self.runtime.in_flight.add(1);
+                    self.inbox.unparked(&env);
                 }
                 return Next::Event(env);
             }
             let held = match self.retry().map(Retry::order) {
-                Some(RetryOrder::Ordered) => true,
+                Some(RetryOrder::Ordered) if !self.inbox.orders_by_key() => true,
                 _ => retries.len() >= self.retry_limit,
             };
             if held {

@@ -39,6 +39,7 @@
 //! The queue's own push and pop, and `ScheduleState`'s AcqRel RMWs, do the rest. Loom
 //! model: `loom_group_every_event_is_handled_by_one_member` in `loom_tests`.
 
+use crate::affinity::SeatId;
 use crate::sync::{AtomicUsize, Ordering, RwLock};
 
 /// What waking needs from a member.
@@ -50,10 +51,13 @@ pub(crate) trait Member: Send + Sync {
     fn submit(self: std::sync::Arc<Self>);
 }
 
+/// A listed member and its seat number in the group.
+type Listed = (SeatId, std::sync::Arc<dyn Member>);
+
 /// The members of one group. (The list is a std `Arc` even under loom: what the model
 /// checks is the waking, not the list.)
 pub(crate) struct Members {
-    list: RwLock<std::sync::Arc<[std::sync::Arc<dyn Member>]>>,
+    list: RwLock<std::sync::Arc<[Listed]>>,
     /// Where the next walk starts, so wakes spread over the members.
     cursor: AtomicUsize,
 }
@@ -70,22 +74,23 @@ impl Members {
         self.list.read().len()
     }
 
-    pub(crate) fn add(&self, member: std::sync::Arc<dyn Member>) {
+    pub(crate) fn add(&self, seat: SeatId, member: std::sync::Arc<dyn Member>) {
         let mut list = self.list.write();
         let mut next = list.to_vec();
-        next.push(member);
+        next.push((seat, member));
         *list = std::sync::Arc::from(next);
     }
 
-    /// Step 3 of a leave: takes off the member at `leaver` (its address).
-    pub(crate) fn remove(&self, leaver: *const ()) {
+    /// Step 3 of a leave: takes off the member in `seat`.
+    pub(crate) fn remove(&self, seat: SeatId) {
         let mut list = self.list.write();
-        let kept: Vec<_> = list
-            .iter()
-            .filter(|m| std::sync::Arc::as_ptr(m).cast::<()>() != leaver)
-            .cloned()
-            .collect();
+        let kept: Vec<_> = list.iter().filter(|(s, _)| *s != seat).cloned().collect();
         *list = std::sync::Arc::from(kept);
+    }
+
+    /// The seats listed now.
+    pub(crate) fn seats(&self) -> Vec<SeatId> {
+        self.list.read().iter().map(|(seat, _)| *seat).collect()
     }
 
     pub(crate) fn clear(&self) {
@@ -100,15 +105,33 @@ impl Members {
         }
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         if let Some(i) = pick(&list, start) {
-            list[i].clone().submit();
+            list[i].1.clone().submit();
         }
+    }
+
+    /// Wakes the member in `seat` in particular (key affinity, see `affinity`): as a
+    /// publish wakes a subscriber, it is submitted if it was idle, or looks again if
+    /// it runs. A member that left, or is leaving, is not woken: its leave hands its
+    /// keys to others and wakes them. Returns whether it was listed and active.
+    pub(crate) fn wake_seat(&self, seat: SeatId) -> bool {
+        let list = self.list.read().clone();
+        let Some((_, member)) = list.iter().find(|(s, _)| *s == seat) else {
+            return false;
+        };
+        if !member.is_active() {
+            return false;
+        }
+        if member.notify() {
+            member.clone().submit();
+        }
+        true
     }
 }
 
 /// The walk of the algorithm: the index of the member to submit, if one was idle.
-fn pick(list: &[std::sync::Arc<dyn Member>], start: usize) -> Option<usize> {
+fn pick(list: &[Listed], start: usize) -> Option<usize> {
     let n = list.len();
     (0..n)
         .map(|i| (start.wrapping_add(i)) % n)
-        .find(|&i| list[i].is_active() && list[i].notify())
+        .find(|&i| list[i].1.is_active() && list[i].1.notify())
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::checker::{EventKey, History};
-use common::{on_threads, with_deadline};
+use common::{churn_group_under_checker, with_deadline};
 use crier::testing::ManualClock;
 use crier::{Backoff, Bus, Dispatch, Envelope, EventId, Offset, Overflow, Retry, SubscribeError, Subscription};
 
@@ -453,58 +453,29 @@ fn groups_under_the_checker_as_members_come_and_go() {
     with_deadline(Duration::from_secs(120), || {
         let bus = Bus::new();
         let history = Arc::new(History::new());
-        history.opened_group("workers");
-        let join = |bus: &Bus, history: &Arc<History>, index: u64| {
-            let history = history.clone();
-            bus.subscriber::<EventKey>()
-                .name(format!("member-{index}"))
-                .group("workers")
-                .unbounded()
-                .at_least_once(Retry::unordered().backoff(Backoff::fixed(Duration::from_millis(1))))
-                .subscribe(move |env: &Envelope<EventKey>| -> Result<(), String> {
-                    // Every 7th event fails its first attempt (a member that leaves
-                    // hands it back with its attempt count: it then succeeds anywhere).
-                    if env.n % 7 == 0 && env.attempt() == 1 {
-                        return Err("first attempt".into());
-                    }
-                    history.delivered("workers", **env);
-                    Ok(())
-                })
-                .unwrap()
-        };
-        let anchor = join(&bus, &history, 0);
-        let departed = Arc::new(Mutex::new(Vec::new()));
-        let churn = {
-            let (bus, history, departed) = (bus.clone(), history.clone(), departed.clone());
-            std::thread::spawn(move || {
-                for index in 1..=40 {
-                    let member = join(&bus, &history, index);
-                    std::thread::yield_now();
-                    departed.lock().unwrap().push(member.unsubscribe());
-                }
-            })
-        };
-        let publishers = {
+        let join = {
             let (bus, history) = (bus.clone(), history.clone());
-            std::thread::spawn(move || {
-                on_threads(4, move |p| {
-                    for n in 0..2_000 {
-                        let key = EventKey { publisher: p as u32, n };
-                        history.publish(key, || bus.publish(key).map_err(drop));
-                    }
-                })
-            })
+            move |index: u64| {
+                let history = history.clone();
+                bus.subscriber::<EventKey>()
+                    .name(format!("member-{index}"))
+                    .group("workers")
+                    .unbounded()
+                    .at_least_once(Retry::unordered().backoff(Backoff::fixed(Duration::from_millis(1))))
+                    .subscribe(move |env: &Envelope<EventKey>| -> Result<(), String> {
+                        // Every 7th event fails its first attempt (a member that leaves
+                        // hands it back with its attempt count: it then succeeds anywhere).
+                        if env.n % 7 == 0 && env.attempt() == 1 {
+                            return Err("first attempt".into());
+                        }
+                        history.delivered("workers", **env);
+                        Ok(())
+                    })
+                    .unwrap()
+            }
         };
-        publishers.join().unwrap();
-        churn.join().unwrap();
-        bus.wait_idle(WAIT).unwrap();
-        let stats = bus.stats();
-        let mut members = departed.lock().unwrap().clone();
-        members.push(anchor.stats());
-        let handed_over: u64 = members.iter().map(|m| m.handed_over).sum();
-        let group = stats.group("workers").unwrap().clone();
-        assert_eq!(group.handed_back, handed_over);
-        history.final_group("workers", group, members);
-        history.check().assert_clean();
+        let publisher = bus.clone();
+        let publish = move |key: EventKey| publisher.publish(key).map(drop).map_err(drop);
+        churn_group_under_checker(&bus, &history, "workers", join, publish);
     });
 }

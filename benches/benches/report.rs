@@ -250,7 +250,7 @@ fn b8(settings: &Settings) {
         group::MEMBERS,
         settings.push_events
     );
-    let peers = [group::PEERS[0], group::ONE_SUBSCRIBER];
+    let peers = [group::PEERS[0], group::ONE_SUBSCRIBER, group::KEYED];
     let (crier, peers) = compare(settings, settings.push_events, group::CRIER, &peers);
     row(
         &format!("vs {}", group::PEERS[0].name),
@@ -258,8 +258,17 @@ fn b8(settings: &Settings) {
         None,
     );
     row("group of 4 vs 1 subscriber", Spread::of_ratios(&crier, &peers[1]), None);
+    row(
+        &format!("key affinity ({} keys) vs plain group", group::KEYS),
+        Spread::of_ratios(&peers[2], &crier),
+        None,
+    );
     println!("  crier, group of 4: {} ns per event", Spread::of(&crier).show(0));
     println!("  crier, 1 subscriber: {} ns per event", Spread::of(&peers[1]).show(0));
+    println!(
+        "  crier, group of 4 with key affinity: {} ns per event",
+        Spread::of(&peers[2]).show(0)
+    );
 }
 
 fn b9(settings: &Settings) {

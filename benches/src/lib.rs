@@ -723,6 +723,13 @@ pub mod group {
         name: "crier, 1 subscriber",
         run: crier_one_subscriber,
     };
+    pub const KEYED: Contender = Contender {
+        name: "crier, group of 4 with key affinity",
+        run: crier_keyed,
+    };
+
+    /// The partition keys of the keyed variant.
+    pub const KEYS: usize = 64;
     pub const PEERS: [Contender; 1] = [Contender {
         name: "crossbeam channel, 4 threads",
         run: crossbeam_workers,
@@ -738,15 +745,21 @@ pub mod group {
     }
 
     pub fn crier(events: u64) -> Duration {
-        crier_with(Some(MEMBERS), events)
+        crier_with(Some(MEMBERS), false, events)
     }
 
     pub fn crier_one_subscriber(events: u64) -> Duration {
-        crier_with(None, events)
+        crier_with(None, false, events)
+    }
+
+    /// The group with key affinity, each event keyed by one of `KEYS` keys in turn (the
+    /// publish pays for the key's `String`, as a user's would).
+    pub fn crier_keyed(events: u64) -> Duration {
+        crier_with(Some(MEMBERS), true, events)
     }
 
     /// `Some(n)`: a group of `n` members; `None`: one plain subscriber.
-    fn crier_with(members: Option<usize>, events: u64) -> Duration {
+    fn crier_with(members: Option<usize>, keyed: bool, events: u64) -> Duration {
         let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
         let sums: Vec<_> = (0..members.unwrap_or(1)).map(|_| Arc::new(AtomicU64::new(0))).collect();
         let subscriptions: Vec<_> = sums
@@ -755,6 +768,7 @@ pub mod group {
                 let sum = sum.clone();
                 let builder = bus.subscriber::<Payload>();
                 let builder = match members {
+                    Some(_) if keyed => builder.group("workers").key_affinity(),
                     Some(_) => builder.group("workers"),
                     None => builder,
                 };
@@ -763,9 +777,15 @@ pub mod group {
                     .expect("bus is open")
             })
             .collect();
+        let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
         let start = Instant::now();
         for n in 0..events {
-            bus.publish(Payload::new(n)).expect("lossless");
+            if keyed {
+                let key = keys[n as usize % KEYS].clone();
+                bus.message(Payload::new(n)).key(key).publish().expect("lossless");
+            } else {
+                bus.publish(Payload::new(n)).expect("lossless");
+            }
         }
         bus.wait_idle(Duration::from_secs(600)).expect("drains");
         let elapsed = start.elapsed();

@@ -80,3 +80,54 @@ pub fn stress_scale() -> u64 {
 }
 
 pub const FIVE_SECONDS: Duration = Duration::from_secs(5);
+
+/// The checker over a consumer group as members come and go: `join(0)` stays while 40
+/// more members join (`join(index)`) and leave one after another, and 4 threads publish
+/// 2,000 events each through `publish` (logged in `history`). Then, once the bus is
+/// idle: nothing lost or handled twice, every counter of the group `group` and of each
+/// member balanced, and what the members that left handed over is what the group got
+/// back. The members log their deliveries under `group`.
+pub fn churn_group_under_checker(
+    bus: &crier::Bus,
+    history: &Arc<checker::History>,
+    group: &str,
+    join: impl Fn(u64) -> crier::Subscription + Send + Sync + 'static,
+    publish: impl Fn(checker::EventKey) -> Result<(), ()> + Send + Sync + 'static,
+) {
+    history.opened_group(group);
+    let join = Arc::new(join);
+    let anchor = join(0);
+    let churn = {
+        let join = join.clone();
+        std::thread::spawn(move || {
+            (1..=40)
+                .map(|index| {
+                    let member = join(index);
+                    std::thread::yield_now();
+                    member.unsubscribe()
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let publishers = {
+        let history = history.clone();
+        std::thread::spawn(move || {
+            on_threads(4, move |p| {
+                for n in 0..2_000 {
+                    let key = checker::EventKey { publisher: p as u32, n };
+                    history.publish(key, || publish(key));
+                }
+            })
+        })
+    };
+    publishers.join().unwrap();
+    let mut members = churn.join().unwrap();
+    bus.wait_idle(Duration::from_secs(10)).unwrap();
+    members.push(anchor.stats());
+    let stats = bus.stats();
+    let group_stats = stats.group(group).unwrap().clone();
+    let handed_over: u64 = members.iter().map(|m| m.handed_over).sum();
+    assert_eq!(group_stats.handed_back, handed_over);
+    history.final_group(group, group_stats, members);
+    history.check().assert_clean();
+}
