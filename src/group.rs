@@ -20,6 +20,11 @@
 //! looks for work routes what is queued into per-key lines under the affinity lock,
 //! and takes from the keys its partitions hold and from the keyless events.
 //!
+//! The *lanes* of one subscriber with `concurrency(n)` (see `lanes`) are a group of
+//! their own, made with its `n` members and kept off the topic's group map: keyed like
+//! the above, except that every lane may take every key (they share one seat in the
+//! affinity, and whoever makes a key ready wakes any idle lane).
+//!
 //! Leaving needs no hand-over of queued events: they are the group's, not the
 //! member's, and the others take them. A leaving member's events that wait for a retry
 //! are given back to the queue with their attempt count (`hand_over`), where another
@@ -85,6 +90,8 @@ pub(crate) struct Group<E> {
     handed_back: AtomicU64,
     /// Per-key lines and their assignment, for a group with key affinity.
     affinity: Option<Mutex<Affinity<Envelope<E>>>>,
+    /// The lanes of one subscriber: every member owns every key (see the module docs).
+    lanes: bool,
     /// The next member's seat.
     next_seat: AtomicU64,
 }
@@ -99,9 +106,23 @@ impl<E> Keyed for Envelope<E> {
     }
 }
 
+/// How a group shares its events out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// Each event to whichever member is free.
+    AnyMember,
+    /// By partition key, each key owned by one member (`key_affinity`).
+    ByKey,
+    /// By partition key, every key to whichever lane is free (`concurrency`).
+    Lanes,
+}
+
+/// The one seat every lane takes keys for.
+const LANES_SEAT: SeatId = 0;
+
 impl<E: Send + Sync + 'static> Group<E> {
     /// A new group, its queue made like `member`'s mailbox would be.
-    fn new(name: &str, member: &Parts<E>, capacity: Option<usize>, keyed: bool) -> Arc<Self> {
+    fn new(name: &str, member: &Parts<E>, capacity: Option<usize>, sharing: Sharing) -> Arc<Self> {
         let members = std::sync::Arc::new(Members::new());
         let hub = Parts {
             name: Some(name.to_owned()),
@@ -121,6 +142,8 @@ impl<E: Send + Sync + 'static> Group<E> {
             dedup_key: None,
             members: Some(members.clone()),
             priority: member.priority,
+            dead_letter_store: None,
+            public_id: None,
         };
         Arc::new(Group {
             name: name.into(),
@@ -130,7 +153,8 @@ impl<E: Send + Sync + 'static> Group<E> {
             bus: member.bus.clone(),
             handed_out: AtomicU64::new(0),
             handed_back: AtomicU64::new(0),
-            affinity: keyed.then(|| Mutex::new(Affinity::new())),
+            affinity: (sharing != Sharing::AnyMember).then(|| Mutex::new(Affinity::new())),
+            lanes: sharing == Sharing::Lanes,
             next_seat: AtomicU64::new(0),
         })
     }
@@ -158,10 +182,15 @@ impl<E: Send + Sync + 'static> Group<E> {
         !self.hub.inbox.is_empty() || self.with_affinity(|a| a.has_keyless()) == Some(true)
     }
 
-    /// Wakes the members an affinity operation named (after its lock is released).
+    /// Wakes the members an affinity operation named (after its lock is released);
+    /// lanes: any idle lane for each.
     fn wake_seats(&self, seats: impl IntoIterator<Item = SeatId>) {
         for seat in seats {
-            let _ = self.members.wake_seat(seat);
+            if self.lanes {
+                self.members.wake();
+            } else {
+                let _ = self.members.wake_seat(seat);
+            }
         }
     }
 
@@ -172,7 +201,8 @@ impl<E: Send + Sync + 'static> Group<E> {
     fn leave(self: &Arc<Self>, leaver: SeatId, topic: &TopicCore<E>) {
         let mut dissolved = self.dissolved.lock();
         self.members.remove(leaver);
-        let keys_moved = self.with_affinity(|a| a.leave(leaver));
+        // Lanes share one seat: it stays until the last lane dissolves the group.
+        let keys_moved = self.with_affinity(|a| if self.lanes { Vec::new() } else { a.leave(leaver) });
         if self.members.len() > 0 {
             drop(dissolved);
             self.wake_seats(keys_moved.into_iter().flatten());
@@ -218,7 +248,7 @@ impl<E: Send + Sync + 'static> Group<E> {
         &self.name
     }
 
-    fn stats(&self) -> GroupStats {
+    pub(crate) fn stats(&self) -> GroupStats {
         let hub = self.hub.stats();
         GroupStats {
             name: self.name.to_string(),
@@ -248,7 +278,7 @@ pub(crate) fn join<E: Send + Sync + 'static>(
     name: &str,
     parts: Parts<E>,
     capacity: Option<usize>,
-    keyed: bool,
+    sharing: Sharing,
 ) -> Result<Joined<E>, &'static str> {
     let mut groups = topic.groups().lock();
     let mut made = None;
@@ -256,7 +286,7 @@ pub(crate) fn join<E: Send + Sync + 'static>(
         let group = match groups.get(name) {
             Some(group) => group.clone(),
             None => {
-                let group = Group::new(name, &parts, capacity, keyed);
+                let group = Group::new(name, &parts, capacity, sharing);
                 topic.add(group.hub.clone());
                 groups.insert(group.name.clone(), group.clone());
                 made = Some(group.clone());
@@ -273,35 +303,68 @@ pub(crate) fn join<E: Send + Sync + 'static>(
         if group.hub.overflow != parts.overflow || group.hub.inbox.capacity() != capacity {
             return Err("the members of a group share its queue: give every member the same capacity and overflow");
         }
-        if group.affinity.is_some() != keyed {
+        if group.affinity.is_some() != (sharing == Sharing::ByKey) {
             return Err("key affinity is the group's: give every member key_affinity(), or none");
         }
-        let seat = group.next_seat.fetch_add(1, Ordering::Relaxed);
-        let member = Subscriber::new(
-            parts,
-            GroupSeat {
-                group: group.clone(),
-                taken: AtomicU64::new(0),
-                seat,
-            },
-        );
+        let member = group.seat(parts);
         // Listed before it owns keys (G4); `joined` wakes whoever the join gave keys.
-        group.members.add(seat, member.clone());
-        group.with_affinity(|a| a.join(seat));
+        group.members.add(member.inbox.seat, member.clone());
+        group.with_affinity(|a| a.join(member.inbox.seat));
         drop(dissolved);
         return Ok((member, made));
     }
 }
 
+/// The lanes of one subscriber with `concurrency(n)`, one per `parts`: a group of
+/// their own on `topic`, off its group map (see the module docs). Returns the group,
+/// for the caller to retire with the lanes.
+pub(crate) fn lanes<E: Send + Sync + 'static>(
+    topic: &Arc<TopicCore<E>>,
+    name: &str,
+    lanes: Vec<Parts<E>>,
+    capacity: Option<usize>,
+) -> (Arc<Group<E>>, Vec<Member<E>>) {
+    let group = Group::new(name, &lanes[0], capacity, Sharing::Lanes);
+    group.with_affinity(|a| a.join(LANES_SEAT));
+    let lanes: Vec<_> = lanes.into_iter().map(|parts| group.seat(parts)).collect();
+    for lane in &lanes {
+        group.members.add(lane.inbox.seat, lane.clone());
+    }
+    topic.add(group.hub.clone());
+    (group, lanes)
+}
+
+impl<E: Send + Sync + 'static> Group<E> {
+    /// A new member's subscriber, in the next seat.
+    fn seat(self: &Arc<Self>, parts: Parts<E>) -> Member<E> {
+        let seat = self.next_seat.fetch_add(1, Ordering::Relaxed);
+        Subscriber::new(
+            parts,
+            GroupSeat {
+                group: self.clone(),
+                taken: AtomicU64::new(0),
+                seat,
+                owner: if self.lanes { LANES_SEAT } else { seat },
+            },
+        )
+    }
+}
+
+/// A member: a subscriber whose inbox is a seat in its group.
+pub(crate) type Member<E> = Arc<Subscriber<E, GroupSeat<E>>>;
+
 /// A new member, and its group if the join made it.
-pub(crate) type Joined<E> = (Arc<Subscriber<E, GroupSeat<E>>>, Option<Arc<Group<E>>>);
+pub(crate) type Joined<E> = (Member<E>, Option<Arc<Group<E>>>);
 
 /// A member's inbox: the group's queue, shared with the other members.
 pub(crate) struct GroupSeat<E> {
     group: Arc<Group<E>>,
     /// Events this member took from the queue (its `accepted`).
     taken: AtomicU64,
+    /// Its place in the member list.
     seat: SeatId,
+    /// The seat it takes keys for: its own, or the lanes' one.
+    owner: SeatId,
 }
 
 impl<E> GroupSeat<E> {
@@ -325,12 +388,14 @@ impl<E: Send + Sync + 'static> GroupSeat<E> {
         let taken = self.group.with_affinity(|affinity| {
             while let Some(env) = intake.pop_held() {
                 if let Some(owner) = affinity.route(env) {
-                    if owner != self.seat && !wake.contains(&owner) {
+                    // A member looks at its own keys before it stops; a lane wakes
+                    // another lane for each key it made ready, so they run in parallel.
+                    if self.group.lanes || (owner != self.owner && !wake.contains(&owner)) {
                         wake.push(owner);
                     }
                 }
             }
-            affinity.take(self.seat)
+            affinity.take(self.owner)
         })?;
         self.group.wake_seats(wake);
         // Its slot was held while it waited in a line (A4).
@@ -356,7 +421,7 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
     }
 
     fn is_empty(&self) -> bool {
-        self.group.hub.inbox.is_empty() && self.group.with_affinity(|a| a.has_work(self.seat)) != Some(true)
+        self.group.hub.inbox.is_empty() && self.group.with_affinity(|a| a.has_work(self.owner)) != Some(true)
     }
 
     fn finished(&self, env: &Envelope<E>) {
@@ -365,7 +430,7 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         };
         let owner = self.group.with_affinity(|a| a.finish(key)).flatten();
         // This member's own runner looks again before it stops.
-        self.group.wake_seats(owner.filter(|&o| o != self.seat));
+        self.group.wake_seats(owner.filter(|&o| o != self.owner));
     }
 
     fn parked(&self, env: &Envelope<E>) {

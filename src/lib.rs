@@ -404,6 +404,34 @@
 //! `seq` order across the group, also while members come and go and while an event
 //! waits for its retry (other keys overtake it).
 //!
+//! # Keyed parallelism
+//!
+//! One subscriber can run its handler up to `n` times at once with
+//! [`concurrency(n)`](SubscriberBuilder::concurrency) (the handler is then `Fn +
+//! Sync`): events of different partition keys run in parallel, each key's events one
+//! at a time in `seq` order, keyless events in any order. It stays one subscriber: one
+//! id, one guard, one entry in the stats, one dead-letter store.
+//!
+//! ```
+//! use std::time::Duration;
+//! use crier::{Bus, Envelope};
+//!
+//! struct Charge { account: String, cents: u64 }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Bus::new();
+//! let charges = bus.subscriber::<Charge>().concurrency(4).subscribe(|c: &Envelope<Charge>| {
+//!     // Runs on up to 4 threads; one account's charges one at a time, in order.
+//!     let _ = (&c.account, c.cents);
+//! })?;
+//! for cents in [100, 250, 75] {
+//!     bus.message(Charge { account: "acme".into(), cents }).key("acme").publish()?;
+//! }
+//! bus.wait_idle(Duration::from_secs(5))?;
+//! assert_eq!(charges.stats().delivered, 3);
+//! # Ok(()) }
+//! ```
+//!
 //! ```
 //! use std::time::Duration;
 //! use crier::{Bus, Envelope};
@@ -529,6 +557,8 @@ mod in_flight;
 #[cfg(not(loom))]
 mod inbox;
 #[cfg(not(loom))]
+mod lanes;
+#[cfg(not(loom))]
 mod mailbox;
 #[cfg(not(loom))]
 mod message;
@@ -598,6 +628,7 @@ pub use crate::{
         RequestError, ShutdownError, SubscribeError, TopicError, TryRecvError, WaitIdleError,
     },
     history::{History, Offset},
+    lanes::Concurrent,
     message::Message,
     observe::{AnyEnvelope, Unrouted},
     policy::{Dispatch, DropReason, Overflow},

@@ -1034,21 +1034,29 @@ struct KeyedGroup {
     handled: Mutex<Vec<(u64, KeyedItem)>>,
     /// Keys being handled now: never two events of one key at once.
     in_progress: Mutex<Vec<&'static str>>,
+    /// The lanes of one subscriber (`lanes`): one seat owns every key, and whoever
+    /// makes a key ready wakes any idle lane.
+    lanes: bool,
 }
 
 impl ModelWork for KeyedGroup {
     fn handle_next(&self, seat: u64) -> bool {
         // `GroupSeat::next_keyed`: route everything, take, then wake.
+        let owner_seat = if self.lanes { 0 } else { seat };
         let mut wake = Vec::new();
         let next = {
             let mut affinity = self.affinity.lock().unwrap();
             while let Some(item) = self.intake.lock().unwrap().0.pop_front() {
-                wake.extend(affinity.route(item).filter(|&o| o != seat));
+                wake.extend(affinity.route(item).filter(|&o| self.lanes || o != seat));
             }
-            affinity.take(seat)
+            affinity.take(owner_seat)
         };
         for owner in wake {
-            let _ = self.members.wake_seat(owner);
+            if self.lanes {
+                self.members.wake();
+            } else {
+                let _ = self.members.wake_seat(owner);
+            }
         }
         let Some(item) = next else {
             return false;
@@ -1063,7 +1071,7 @@ impl ModelWork for KeyedGroup {
         if let Some(key) = item.0 {
             self.in_progress.lock().unwrap().retain(|&k| k != key);
             let owner = self.affinity.lock().unwrap().finish(crate::affinity::key_hash(key));
-            if let Some(owner) = owner.filter(|&o| o != seat) {
+            if let Some(owner) = owner.filter(|&o| o != owner_seat) {
                 let _ = self.members.wake_seat(owner);
             }
         }
@@ -1073,13 +1081,32 @@ impl ModelWork for KeyedGroup {
 
 impl KeyedGroup {
     fn new() -> Arc<Self> {
+        Self::with(false)
+    }
+
+    fn with(lanes: bool) -> Arc<Self> {
         Arc::new(KeyedGroup {
             intake: Mutex::new((VecDeque::new(), 0)),
             affinity: Mutex::new(crate::affinity::Affinity::new()),
             members: crate::wake_one::Members::new(),
             handled: Mutex::new(Vec::new()),
             in_progress: Mutex::new(Vec::new()),
+            lanes,
         })
+    }
+
+    /// `group::lanes`: one seat in the affinity, every lane listed.
+    fn lanes(n: u64) -> (Arc<Self>, Vec<std::sync::Arc<ModelMember<Self>>>) {
+        let group = Self::with(true);
+        group.affinity.lock().unwrap().join(0);
+        let lanes = (0..n)
+            .map(|seat| {
+                let lane = ModelMember::new(&group, seat);
+                group.members.add(seat, lane.clone());
+                lane
+            })
+            .collect();
+        (group, lanes)
     }
 
     /// `group::join`: listed first, then given partitions.
@@ -1233,5 +1260,25 @@ fn loom_affinity_a_join_moves_a_busy_key_without_reordering_it() {
         group.publish(Some(moving), Some(1));
         publisher.join().unwrap();
         group.assert_handled_in_key_order(2);
+    });
+}
+
+#[test]
+fn loom_lanes_run_each_key_in_order_and_strand_nothing() {
+    // Two publishers race on two keys and a keyless event over two lanes: any lane
+    // takes any key, never two of one key at once, each key in order, none left.
+    loom::model(|| {
+        let (group, _lanes) = KeyedGroup::lanes(2);
+        let publishers: Vec<_> = [[Some("a"), Some("b")], [Some("a"), None]]
+            .into_iter()
+            .map(|keys| {
+                let group = group.clone();
+                thread::spawn(move || keys.into_iter().for_each(|k| group.publish(k, None)))
+            })
+            .collect();
+        for publisher in publishers {
+            publisher.join().unwrap();
+        }
+        group.assert_handled_in_key_order(4);
     });
 }

@@ -173,6 +173,10 @@ pub struct SubscriberStats {
     pub delivery: Delivery,
     /// Its priority ([`SubscriberBuilder::priority`](crate::SubscriberBuilder::priority)).
     pub priority: i32,
+    /// How many of its handlers may run at once
+    /// ([`SubscriberBuilder::concurrency`](crate::SubscriberBuilder::concurrency)); 1:
+    /// one at a time.
+    pub concurrency: usize,
     /// Its mailbox capacity; `None`: unbounded.
     pub capacity: Option<usize>,
     /// Events it accepted: matched its filter in a publish that returned `Ok`. For a
@@ -238,6 +242,7 @@ impl SubscriberStats {
             overflow,
             delivery: Delivery::AtMostOnce,
             priority: 0,
+            concurrency: 1,
             capacity: None,
             accepted: 0,
             delivered: 0,

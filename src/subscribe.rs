@@ -5,11 +5,14 @@ use std::hash::Hash;
 
 use crate::ack_receiver::{AckReceiver, AckShared};
 use crate::broadcast::{self, RingReceiver};
+use crate::dead_letter::DeadLetterStore;
 use crate::dedup::DedupWindow;
 use crate::delivery::{Delivery, Retry};
 use crate::envelope::Envelope;
 use crate::error::{BoxError, HandlerError, SubscribeError};
+use crate::group::Sharing;
 use crate::history::Offset;
+use crate::lanes::{Concurrent, Lanes};
 use crate::mailbox::Mailbox;
 use crate::pattern::Pattern;
 use crate::policy::{Dispatch, Overflow};
@@ -17,6 +20,7 @@ use crate::reach::On;
 use crate::receiver::Receiver;
 use crate::registry::{check_syntax, Syntax, TopicName};
 use crate::stats::Consumer;
+use crate::stats::SubscriberId;
 use crate::subscriber::{ErrorHook, Filter, Handler, KeyOf, Parts, Subscriber};
 use crate::subscription::{Control, Registration, Subscription};
 use crate::sync::Arc;
@@ -514,6 +518,148 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         self
     }
 
+    /// Lets this subscriber's handler run up to `n` times at once (default 1: one
+    /// event at a time), keeping the order of each partition key
+    /// ([`Message::key`](crate::Message::key)): a key's events run one at a time, in
+    /// `seq` order, and different keys run in parallel; events without a key run in
+    /// any order. The handler must then be `Fn + Sync`: call this last, and subscribe
+    /// with [`Concurrent::subscribe`].
+    ///
+    /// - **One subscriber.** It has one id, one guard, one entry in the stats
+    ///   ([`SubscriberStats::concurrency`](crate::SubscriberStats::concurrency) is
+    ///   `n`), one capacity and overflow policy, and one store of dead letters. Under
+    ///   the hood it is `n` lanes sharing one queue (see [`group`](Self::group) with
+    ///   [`key_affinity`](Self::key_affinity)), except that any free lane takes any
+    ///   key.
+    /// - **Where it runs.** On the pool (`n` workers at most, if the pool has them; an
+    ///   inline bus's default runs it there too) or on `n` threads of its own
+    ///   ([`Dispatch::Thread`]).
+    /// - **Retries.** At-least-once, an event waiting for its retry holds back its key
+    ///   only (whatever the [`RetryOrder`](crate::RetryOrder)); the other keys go on.
+    ///
+    /// # Errors
+    ///
+    /// From [`Concurrent::subscribe`]: [`SubscribeError::InvalidPolicy`] for
+    /// `concurrency(0)`, and with `n > 1` for [`Dispatch::Inline`], a group, key
+    /// affinity, [`Overflow::DropOldest`] (it could evict a key's next event), or a
+    /// filter, pattern, `start_at` or dedup window (not supported with concurrency
+    /// yet).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use crier::{Bus, Envelope};
+    ///
+    /// struct Resize { album: String, photo: u32 }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::builder().workers(4).build()?;
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = log.clone();
+    /// let resizer = bus.subscriber::<Resize>().concurrency(4).subscribe(move |r: &Envelope<Resize>| {
+    ///     // Up to 4 at once; one album's photos one at a time, in order.
+    ///     sink.lock().unwrap().push((r.album.clone(), r.photo));
+    /// })?;
+    /// for photo in 0..25 {
+    ///     for album in ["beach", "city", "forest", "snow"] {
+    ///         bus.message(Resize { album: album.to_owned(), photo }).key(album).publish()?;
+    ///     }
+    /// }
+    /// bus.wait_idle(Duration::from_secs(5))?;
+    /// let log = log.lock().unwrap();
+    /// for album in ["beach", "city", "forest", "snow"] {
+    ///     let photos: Vec<u32> = log.iter().filter(|(a, _)| a == album).map(|&(_, p)| p).collect();
+    ///     assert_eq!(photos, (0..25).collect::<Vec<_>>());
+    /// }
+    /// let stats = resizer.stats();
+    /// assert_eq!((stats.concurrency, stats.accepted, stats.delivered), (4, 100, 100));
+    /// # Ok(()) }
+    /// ```
+    pub fn concurrency(self, n: usize) -> Concurrent<E> {
+        Concurrent { builder: self, n }
+    }
+
+    /// Registers `handler` on `n` lanes (see `concurrency` and `lanes`).
+    pub(crate) fn subscribe_lanes<F, R>(mut self, n: usize, handler: F) -> Result<Subscription, SubscribeError>
+    where
+        F: Fn(&Envelope<E>) -> R + Send + Sync + 'static,
+        R: HandlerResult,
+    {
+        if n == 1 {
+            return self.subscribe(move |env: &Envelope<E>| handler(env));
+        }
+        self.check_lanes(n)?;
+        let bus = self.topic.bus.clone();
+        // An inline bus's default would run every lane on its publisher: the pool.
+        let dispatch = match self.dispatch.unwrap_or(bus.config.dispatch) {
+            Dispatch::Inline => Dispatch::Pool,
+            dispatch => dispatch,
+        };
+        let id = SubscriberId::next();
+        let name = self.name.take().unwrap_or_else(|| format!("subscriber-{}", id.0));
+        self.name = Some(name.clone());
+        let store = match self.delivery {
+            Delivery::AtMostOnce => None,
+            Delivery::AtLeastOnce(retry) => Some(std::sync::Arc::new(DeadLetterStore::new(retry.dead_letters_kept()))),
+        };
+        let handler = std::sync::Arc::new(handler);
+        let mut lanes = Vec::with_capacity(n);
+        let mut capacity = None;
+        for _ in 0..n {
+            let handler = handler.clone();
+            let lane: Handler<E> = Box::new(move |env| handler(env).into_result());
+            let (mut parts, shared) = self.shared_parts(Consumer::Handler(dispatch), Some(lane))?;
+            parts.dead_letter_store = store.clone();
+            parts.public_id = Some(id);
+            lanes.push(parts);
+            capacity = shared;
+        }
+        let topic = self.topic;
+        let (group, lanes) = crate::group::lanes(&topic.core, &name, lanes, capacity);
+        let lanes = lanes
+            .into_iter()
+            .map(|lane| registration(On::Topic(topic.core.clone()), &topic, lane))
+            .collect();
+        let control = remember(
+            &topic,
+            Arc::new(Lanes {
+                id,
+                group,
+                lanes,
+                bus: Arc::downgrade(&bus),
+            }),
+        )?;
+        control.group.joined();
+        Ok(Subscription::new(control))
+    }
+
+    /// Checks what a subscriber with `concurrency(n)`, `n > 1`, cannot have.
+    fn check_lanes(&self, n: usize) -> Result<(), SubscribeError> {
+        let refuse = |reason| Err(SubscribeError::InvalidPolicy { reason });
+        if n == 0 {
+            return refuse("concurrency must be at least 1");
+        }
+        if self.dispatch == Some(Dispatch::Inline) {
+            return refuse("concurrency(n) runs handlers in parallel: on the pool or threads of their own, not inline");
+        }
+        if self.group.is_some() || self.key_affinity {
+            return refuse("a subscriber with concurrency(n) is a group of n lanes of its own: leave group(..) and key_affinity() out");
+        }
+        if self.overflow.unwrap_or(self.topic.bus.config.overflow) == Overflow::DropOldest {
+            return refuse("concurrency(n) keeps each key's order: DropOldest could evict the event a key runs next (use DropNewest, Reject, Block or BlockTimeout)");
+        }
+        if self.filter.is_some() || self.pattern.is_some() || self.start_at != Offset::Latest {
+            return refuse("concurrency(n) does not support a filter, a pattern or start_at yet");
+        }
+        if self.dedup.is_some() || self.dedup_key.is_some() {
+            return refuse("concurrency(n) does not support a dedup window yet");
+        }
+        self.refuse_max_unacked()
+    }
+
     /// Where this subscriber stands among the subscribers of its topic (default 0):
     /// for each event, inline subscribers run in order of priority, highest first, and
     /// in the order they subscribed where priorities are equal.
@@ -745,7 +891,8 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         let topic = self.topic.clone();
         let keyed = self.key_affinity;
         let (parts, capacity) = self.parts(Consumer::Handler(dispatch), Some(handler))?;
-        let (member, made) = crate::group::join(&topic.core, &group, parts, capacity, keyed).map_err(|reason| {
+        let sharing = if keyed { Sharing::ByKey } else { Sharing::AnyMember };
+        let (member, made) = crate::group::join(&topic.core, &group, parts, capacity, sharing).map_err(|reason| {
             SubscribeError::InvalidGroup {
                 group: group.clone(),
                 reason,
@@ -834,6 +981,19 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         consumer: Consumer,
         handler: Option<Handler<E>>,
     ) -> Result<(Parts<E>, Option<usize>), SubscribeError> {
+        let (mut parts, capacity) = self.shared_parts(consumer, handler)?;
+        parts.filter = self.filter;
+        parts.dedup_key = self.dedup_key;
+        Ok((parts, capacity))
+    }
+
+    /// [`parts`](Self::parts) without what cannot be shared (a filter, a key
+    /// function), so that the lanes of one subscriber each get theirs.
+    fn shared_parts(
+        &self,
+        consumer: Consumer,
+        handler: Option<Handler<E>>,
+    ) -> Result<(Parts<E>, Option<usize>), SubscribeError> {
         let bus = &self.topic.bus;
         let capacity = self.capacity.unwrap_or(Some(bus.config.capacity));
         self.check_open(capacity)?;
@@ -857,7 +1017,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             Consumer::Handler(_) | Consumer::Receiver => None,
         };
         let parts = Parts {
-            name: self.name,
+            name: self.name.clone(),
             topic: match &self.pattern {
                 Some(pattern) => TopicName::Named(pattern.as_str().into()),
                 None => self.topic.core.name.clone(),
@@ -865,17 +1025,19 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             overflow: self.overflow.unwrap_or(bus.config.overflow),
             consumer,
             executor,
-            filter: self.filter,
+            filter: None,
             handler,
-            error_hook: self.error_hook.or_else(|| bus.config.error_hook.clone()),
+            error_hook: self.error_hook.clone().or_else(|| bus.config.error_hook.clone()),
             runtime: bus.runtime.clone(),
             delivery: self.delivery,
             retry_limit: capacity.unwrap_or(bus.config.capacity),
             bus: Arc::downgrade(bus),
             dedup: self.dedup,
-            dedup_key: self.dedup_key,
+            dedup_key: None,
             members: None,
             priority: self.priority,
+            dead_letter_store: None,
+            public_id: None,
         };
         Ok((parts, capacity))
     }

@@ -109,6 +109,8 @@ pub(crate) enum Admission {
 /// topic's broadcast ring (see `inbox`).
 pub(crate) struct Subscriber<E, Q = Mailbox<Envelope<E>>> {
     pub(crate) id: SubscriberId,
+    /// The id its user knows it by: `id`, or for a lane its subscriber's (see `lanes`).
+    public_id: SubscriberId,
     pub(crate) name: std::sync::Arc<str>,
     pub(crate) topic: crate::registry::TopicName,
     pub(crate) overflow: Overflow,
@@ -168,8 +170,9 @@ pub(crate) fn dead_letter_sink<E: Send + Sync + 'static>(bus: Weak<BusShared>) -
 /// Where an at-least-once subscriber's dead letters go.
 struct DeadLetters<E> {
     sink: DeadLetterSink<E>,
-    /// Keeps those that reached nobody.
-    store: DeadLetterStore<E>,
+    /// Keeps those that reached nobody (one store for all the lanes of a subscriber
+    /// with `concurrency`).
+    store: std::sync::Arc<DeadLetterStore<E>>,
 }
 
 /// What the run lock guards.
@@ -202,6 +205,10 @@ pub(crate) struct Parts<E> {
     pub(crate) dedup_key: Option<KeyOf<E>>,
     pub(crate) members: Option<std::sync::Arc<Members>>,
     pub(crate) priority: i32,
+    /// A store shared with other lanes of the same subscriber; `None`: its own.
+    pub(crate) dead_letter_store: Option<std::sync::Arc<DeadLetterStore<E>>>,
+    /// The id its dead letters name: its subscriber's, for a lane; `None`: its own.
+    pub(crate) public_id: Option<SubscriberId>,
 }
 
 impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
@@ -216,11 +223,14 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             Delivery::AtMostOnce => None,
             Delivery::AtLeastOnce(retry) => Some(DeadLetters {
                 sink: dead_letter_sink(parts.bus),
-                store: DeadLetterStore::new(retry.dead_letters_kept()),
+                store: parts
+                    .dead_letter_store
+                    .unwrap_or_else(|| std::sync::Arc::new(DeadLetterStore::new(retry.dead_letters_kept()))),
             }),
         };
         Subscriber {
             id,
+            public_id: parts.public_id.unwrap_or(id),
             name: name.into(),
             topic: parts.topic,
             overflow: parts.overflow,
@@ -261,7 +271,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
 
     /// The store of dead letters that reached nobody (at-least-once only).
     pub(crate) fn dead_letter_store(&self) -> Option<&DeadLetterStore<E>> {
-        self.dead_letters.as_ref().map(|d| &d.store)
+        self.dead_letters.as_ref().map(|d| &*d.store)
     }
 
     pub(crate) fn is_active(&self) -> bool {
@@ -554,7 +564,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             return Err(DeadLetter {
                 envelope: env,
                 subscriber: self.name.clone(),
-                subscriber_id: self.id,
+                subscriber_id: self.public_id,
                 error,
             });
         }

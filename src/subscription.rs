@@ -48,6 +48,20 @@ pub(crate) struct Registration<E, Q = Mailbox<Envelope<E>>> {
     pub(crate) bus: Weak<BusShared>,
 }
 
+impl<E: Send + Sync + 'static, Q: Inbox<E>> Registration<E, Q> {
+    /// Steps 2 to 5 of unsubscribe, for the caller that cleared `active` (step 1);
+    /// then publishers blocked on this inbox stop waiting for it.
+    pub(crate) fn leave(&self) {
+        let leave = || self.on.leave(&self.sub);
+        self.sub.retire(DropReason::Unsubscribed, None, leave);
+        self.sub.inbox.wake_publishers();
+        self.close_input();
+        if let Some(bus) = self.bus.upgrade() {
+            bus.forget(self.sub.id);
+        }
+    }
+}
+
 impl<E: Send + Sync + 'static, Q: Inbox<E>> Control for Registration<E, Q> {
     fn id(&self) -> SubscriberId {
         self.sub.id
@@ -60,14 +74,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Control for Registration<E, Q> {
     fn unsubscribe(&self) -> SubscriberStats {
         // The numbered steps are those of `subscriber`'s module docs.
         if self.sub.deactivate() {
-            // 2 to 5, then publishers blocked on this inbox stop waiting for it.
-            let leave = || self.on.leave(&self.sub);
-            self.sub.retire(DropReason::Unsubscribed, None, leave);
-            self.sub.inbox.wake_publishers();
-            self.close_input();
-            if let Some(bus) = self.bus.upgrade() {
-                bus.forget(self.sub.id);
-            }
+            self.leave();
         }
         self.sub.stats()
     }

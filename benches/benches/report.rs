@@ -250,7 +250,7 @@ fn b8(settings: &Settings) {
         group::MEMBERS,
         settings.push_events
     );
-    let peers = [group::PEERS[0], group::ONE_SUBSCRIBER, group::KEYED];
+    let peers = [group::PEERS[0], group::ONE_SUBSCRIBER, group::KEYED, group::CONCURRENT];
     let (crier, peers) = compare(settings, settings.push_events, group::CRIER, &peers);
     row(
         &format!("vs {}", group::PEERS[0].name),
@@ -265,9 +265,18 @@ fn b8(settings: &Settings) {
     );
     println!("  crier, group of 4: {} ns per event", Spread::of(&crier).show(0));
     println!("  crier, 1 subscriber: {} ns per event", Spread::of(&peers[1]).show(0));
+    row(
+        &format!("concurrency(4) ({} keys) vs plain group", group::KEYS),
+        Spread::of_ratios(&peers[3], &crier),
+        None,
+    );
     println!(
         "  crier, group of 4 with key affinity: {} ns per event",
         Spread::of(&peers[2]).show(0)
+    );
+    println!(
+        "  crier, concurrency(4): {} ns per event",
+        Spread::of(&peers[3]).show(0)
     );
 }
 

@@ -727,6 +727,10 @@ pub mod group {
         name: "crier, group of 4 with key affinity",
         run: crier_keyed,
     };
+    pub const CONCURRENT: Contender = Contender {
+        name: "crier, 1 subscriber with concurrency(4)",
+        run: crier_concurrent,
+    };
 
     /// The partition keys of the keyed variant.
     pub const KEYS: usize = 64;
@@ -756,6 +760,30 @@ pub mod group {
     /// publish pays for the key's `String`, as a user's would).
     pub fn crier_keyed(events: u64) -> Duration {
         crier_with(Some(MEMBERS), true, events)
+    }
+
+    /// One subscriber with `concurrency(MEMBERS)`, each event keyed by one of `KEYS`
+    /// keys in turn (as `crier_keyed`).
+    pub fn crier_concurrent(events: u64) -> Duration {
+        let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
+        let sum = Arc::new(AtomicU64::new(0));
+        let handler_sum = sum.clone();
+        let subscription = bus
+            .subscriber::<Payload>()
+            .concurrency(MEMBERS)
+            .subscribe(move |env: &crier::Envelope<Payload>| work(&handler_sum, env))
+            .expect("bus is open");
+        let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
+        let start = Instant::now();
+        for n in 0..events {
+            let key = keys[n as usize % KEYS].clone();
+            bus.message(Payload::new(n)).key(key).publish().expect("lossless");
+        }
+        bus.wait_idle(Duration::from_secs(600)).expect("drains");
+        let elapsed = start.elapsed();
+        drop(subscription);
+        black_box(sum);
+        elapsed
     }
 
     /// `Some(n)`: a group of `n` members; `None`: one plain subscriber.
