@@ -68,7 +68,7 @@ use crate::inbox::{Inbox, Next};
 use crate::mailbox::Mailbox;
 use crate::policy::{Dispatch, DropReason};
 use crate::stats::{Consumer, Counters, GroupStats, SubscriberId, SubscriberStats};
-use crate::subscriber::{Parts, Subscriber};
+use crate::subscriber::{Filter, Parts, Subscriber};
 use crate::subscription::Control;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, Weak};
 use crate::topic::TopicCore;
@@ -122,7 +122,13 @@ const LANES_SEAT: SeatId = 0;
 
 impl<E: Send + Sync + 'static> Group<E> {
     /// A new group, its queue made like `member`'s mailbox would be.
-    fn new(name: &str, member: &Parts<E>, capacity: Option<usize>, sharing: Sharing) -> Arc<Self> {
+    fn new(
+        name: &str,
+        member: &Parts<E>,
+        capacity: Option<usize>,
+        sharing: Sharing,
+        filter: Option<Filter<E>>,
+    ) -> Arc<Self> {
         let members = std::sync::Arc::new(Members::new());
         let hub = Parts {
             name: Some(name.to_owned()),
@@ -131,9 +137,11 @@ impl<E: Send + Sync + 'static> Group<E> {
             // A push subscriber for the publish's accounting (`in_flight`); it never runs.
             consumer: Consumer::Handler(Dispatch::Pool),
             executor: None,
-            filter: None,
+            // Only lanes have one (members refuse filters): it screens at publish, and
+            // its panics go to the subscriber's error hook.
+            filter,
             handler: None,
-            error_hook: None,
+            error_hook: member.error_hook.clone(),
             runtime: member.runtime.clone(),
             delivery: crate::delivery::Delivery::AtMostOnce,
             retry_limit: member.retry_limit,
@@ -286,7 +294,7 @@ pub(crate) fn join<E: Send + Sync + 'static>(
         let group = match groups.get(name) {
             Some(group) => group.clone(),
             None => {
-                let group = Group::new(name, &parts, capacity, sharing);
+                let group = Group::new(name, &parts, capacity, sharing, None);
                 topic.add(group.hub.clone());
                 groups.insert(group.name.clone(), group.clone());
                 made = Some(group.clone());
@@ -316,15 +324,17 @@ pub(crate) fn join<E: Send + Sync + 'static>(
 }
 
 /// The lanes of one subscriber with `concurrency(n)`, one per `parts`: a group of
-/// their own on `topic`, off its group map (see the module docs). Returns the group,
-/// for the caller to retire with the lanes.
+/// their own on `topic`, off its group map (see the module docs), whose queue takes
+/// the events `filter` admits. Returns the group, for the caller to retire with the
+/// lanes.
 pub(crate) fn lanes<E: Send + Sync + 'static>(
     topic: &Arc<TopicCore<E>>,
     name: &str,
     lanes: Vec<Parts<E>>,
     capacity: Option<usize>,
+    filter: Option<Filter<E>>,
 ) -> (Arc<Group<E>>, Vec<Member<E>>) {
-    let group = Group::new(name, &lanes[0], capacity, Sharing::Lanes);
+    let group = Group::new(name, &lanes[0], capacity, Sharing::Lanes, filter);
     group.with_affinity(|a| a.join(LANES_SEAT));
     let lanes: Vec<_> = lanes.into_iter().map(|parts| group.seat(parts)).collect();
     for lane in &lanes {

@@ -13,9 +13,11 @@
 //! group's queue is the subscriber's mailbox (capacity, overflow, accounting).
 //!
 //! To its user and to the bus, the lanes are one subscriber ([`Lanes`]): one id,
-//! one entry in the stats, one guard, one dead-letter store. Its counters add up the
-//! lanes' and take the queue's: `accepted`, `queued`, `refused` and the overflow drops
-//! are the queue's; the rest are the lanes' sums. A lane hands its waiting retries back
+//! one entry in the stats, one guard, one dead-letter store. A filter screens at
+//! publish, as the queue's. Its counters add up the lanes' and take the queue's:
+//! `accepted`, `queued`, `refused` and the overflow drops are the queue's; `failed`
+//! adds the queue's (events whose filter panicked) to the lanes'; the rest are the
+//! lanes' sums. A lane hands its waiting retries back
 //! to the queue only when the subscriber leaves, and the queue takes them back
 //! (`handed_back`), so those cancel out and the identity of promise 1 holds for the
 //! whole: `accepted = handed_out + dropped + queued - handed_back` for the queue, and
@@ -29,7 +31,7 @@ use crate::bus::BusShared;
 use crate::envelope::Envelope;
 use crate::error::SubscribeError;
 use crate::group::{Group, GroupSeat};
-use crate::stats::{GroupStats, SubscriberId, SubscriberStats};
+use crate::stats::{SubscriberId, SubscriberStats};
 use crate::subscribe::{HandlerResult, SubscriberBuilder};
 use crate::subscription::Subscription;
 use crate::subscription::{Control, Registration};
@@ -83,9 +85,12 @@ pub(crate) struct Lanes<E> {
 impl<E: Send + Sync + 'static> Lanes<E> {
     /// The subscriber's counters, from its queue's and its lanes' (see the module
     /// docs).
-    fn combine(&self, queue: GroupStats, lanes: Vec<SubscriberStats>) -> SubscriberStats {
+    fn combine(&self, lanes: Vec<SubscriberStats>) -> SubscriberStats {
+        let queue = self.group.stats();
         let mut total = lanes[0].clone();
         total.id = self.id;
+        // Events whose filter panicked were accepted by the queue and failed there.
+        total.failed = Control::stats(&*self.group).failed;
         total.group = None;
         total.concurrency = lanes.len();
         total.capacity = queue.capacity;
@@ -97,7 +102,7 @@ impl<E: Send + Sync + 'static> Lanes<E> {
         total.dropped = queue.dropped;
         // The dead-letter store is one for all lanes: lane 0's counts are the whole.
         let (mut delivered, mut failed, mut retried, mut dead_lettered, mut retrying, mut deduplicated) =
-            (0, 0, 0, 0, 0, 0);
+            (0, total.failed, 0, 0, 0, 0);
         for lane in &lanes {
             delivered += lane.delivered;
             failed += lane.failed;
@@ -127,7 +132,7 @@ impl<E: Send + Sync + 'static> Control for Lanes<E> {
 
     fn stats(&self) -> SubscriberStats {
         let lanes = self.lanes.iter().map(|lane| lane.stats()).collect();
-        self.combine(self.group.stats(), lanes)
+        self.combine(lanes)
     }
 
     fn unsubscribe(&self) -> SubscriberStats {
@@ -145,7 +150,7 @@ impl<E: Send + Sync + 'static> Control for Lanes<E> {
         if let Some(bus) = self.bus.upgrade() {
             bus.forget(self.id);
         }
-        self.combine(self.group.stats(), lanes)
+        self.combine(lanes)
     }
 
     fn wake_publishers(&self) {

@@ -19,8 +19,7 @@ use crate::policy::{Dispatch, Overflow};
 use crate::reach::On;
 use crate::receiver::Receiver;
 use crate::registry::{check_syntax, Syntax, TopicName};
-use crate::stats::Consumer;
-use crate::stats::SubscriberId;
+use crate::stats::{Consumer, SubscriberId};
 use crate::subscriber::{ErrorHook, Filter, Handler, KeyOf, Parts, Subscriber};
 use crate::subscription::{Control, Registration, Subscription};
 use crate::sync::Arc;
@@ -542,8 +541,8 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// From [`Concurrent::subscribe`]: [`SubscribeError::InvalidPolicy`] for
     /// `concurrency(0)`, and with `n > 1` for [`Dispatch::Inline`], a group, key
     /// affinity, [`Overflow::DropOldest`] (it could evict a key's next event), or a
-    /// filter, pattern, `start_at` or dedup window (not supported with concurrency
-    /// yet).
+    /// pattern, `start_at` or dedup window (not supported with concurrency yet). A
+    /// [`filter`](Self::filter) works as for any subscriber.
     ///
     /// # Example
     ///
@@ -618,7 +617,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             capacity = shared;
         }
         let topic = self.topic;
-        let (group, lanes) = crate::group::lanes(&topic.core, &name, lanes, capacity);
+        let (group, lanes) = crate::group::lanes(&topic.core, &name, lanes, capacity, self.filter);
         let lanes = lanes
             .into_iter()
             .map(|lane| registration(On::Topic(topic.core.clone()), &topic, lane))
@@ -651,8 +650,8 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         if self.overflow.unwrap_or(self.topic.bus.config.overflow) == Overflow::DropOldest {
             return refuse("concurrency(n) keeps each key's order: DropOldest could evict the event a key runs next (use DropNewest, Reject, Block or BlockTimeout)");
         }
-        if self.filter.is_some() || self.pattern.is_some() || self.start_at != Offset::Latest {
-            return refuse("concurrency(n) does not support a filter, a pattern or start_at yet");
+        if self.pattern.is_some() || self.start_at != Offset::Latest {
+            return refuse("concurrency(n) does not support a pattern or start_at yet");
         }
         if self.dedup.is_some() || self.dedup_key.is_some() {
             return refuse("concurrency(n) does not support a dedup window yet");
