@@ -20,6 +20,12 @@
 //! looks for work routes what is queued into per-key lines under the affinity lock,
 //! and takes from the keys its partitions hold and from the keyless events.
 //!
+//! A group of *receivers* has the same queue, not in flight (its hub is a receiver
+//! for the publish's accounting). Its members are never woken: each `recv` takes from
+//! the queue itself, blocking on it, and the close at shutdown reaches every blocked
+//! one (`Mailbox::pop_blocking` passes the wake marker on). A group is all push
+//! members or all receivers.
+//!
 //! The *lanes* of one subscriber with `concurrency(n)` (see `lanes`) are a group of
 //! their own, made with its `n` members and kept off the topic's group map: keyed like
 //! the above, except that every lane may take every key (they share one seat in the
@@ -61,11 +67,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::ack::Take;
 use crate::affinity::{key_hash, Affinity, Keyed, SeatId};
 use crate::bus::BusShared;
 use crate::envelope::Envelope;
 use crate::inbox::{Inbox, Next};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Pop};
 use crate::policy::{Dispatch, DropReason};
 use crate::stats::{Consumer, Counters, GroupStats, SubscriberId, SubscriberStats};
 use crate::subscriber::{Filter, Parts, Subscriber};
@@ -92,6 +99,9 @@ pub(crate) struct Group<E> {
     affinity: Option<Mutex<Affinity<Envelope<E>>>>,
     /// The lanes of one subscriber: every member owns every key (see the module docs).
     lanes: bool,
+    /// A group of receivers: they take from the queue when their owners call, and
+    /// nobody is woken (see `join`).
+    pull: bool,
     /// The next member's seat.
     next_seat: AtomicU64,
 }
@@ -134,8 +144,13 @@ impl<E: Send + Sync + 'static> Group<E> {
             name: Some(name.to_owned()),
             topic: member.topic.clone(),
             overflow: member.overflow,
-            // A push subscriber for the publish's accounting (`in_flight`); it never runs.
-            consumer: Consumer::Handler(Dispatch::Pool),
+            // Like its members for the publish's accounting (`in_flight`: what a group
+            // of push members holds is in flight, a group of receivers' is not); it
+            // never runs.
+            consumer: match member.consumer {
+                Consumer::Receiver => Consumer::Receiver,
+                Consumer::Handler(_) => Consumer::Handler(Dispatch::Pool),
+            },
             executor: None,
             // Only lanes have one (members refuse filters): it screens at publish, and
             // its panics go to the subscriber's error hook.
@@ -163,6 +178,7 @@ impl<E: Send + Sync + 'static> Group<E> {
             handed_back: AtomicU64::new(0),
             affinity: (sharing != Sharing::AnyMember).then(|| Mutex::new(Affinity::new())),
             lanes: sharing == Sharing::Lanes,
+            pull: member.consumer == Consumer::Receiver,
             next_seat: AtomicU64::new(0),
         })
     }
@@ -190,6 +206,19 @@ impl<E: Send + Sync + 'static> Group<E> {
         !self.hub.inbox.is_empty() || self.with_affinity(|a| a.has_keyless()) == Some(true)
     }
 
+    /// Events queued now (a group of receivers has no lines).
+    pub(crate) fn queued(&self) -> usize {
+        self.hub.inbox.len()
+    }
+
+    /// After a push, a leave or a give-back: wakes a push member to take what is
+    /// queued. Receivers are never woken: they block on the queue itself.
+    fn wake_any(&self) {
+        if !self.pull {
+            self.members.wake();
+        }
+    }
+
     /// Wakes the members an affinity operation named (after its lock is released);
     /// lanes: any idle lane for each.
     fn wake_seats(&self, seats: impl IntoIterator<Item = SeatId>) {
@@ -215,7 +244,7 @@ impl<E: Send + Sync + 'static> Group<E> {
             drop(dissolved);
             self.wake_seats(keys_moved.into_iter().flatten());
             if self.has_queued() {
-                self.members.wake();
+                self.wake_any();
             }
             return;
         }
@@ -240,7 +269,7 @@ impl<E: Send + Sync + 'static> Group<E> {
         let ready = self.with_affinity(|a| seats.into_iter().filter(|&s| a.has_work(s)).collect::<Vec<_>>());
         self.wake_seats(ready.into_iter().flatten());
         if !self.hub.inbox.is_empty() {
-            self.members.wake();
+            self.wake_any();
         }
     }
 
@@ -262,6 +291,7 @@ impl<E: Send + Sync + 'static> Group<E> {
             name: self.name.to_string(),
             topic: hub.topic,
             members: self.members.len(),
+            receivers: self.pull,
             capacity: hub.capacity,
             overflow: hub.overflow,
             accepted: hub.accepted,
@@ -313,6 +343,9 @@ pub(crate) fn join<E: Send + Sync + 'static>(
         }
         if group.affinity.is_some() != (sharing == Sharing::ByKey) {
             return Err("key affinity is the group's: give every member key_affinity(), or none");
+        }
+        if group.pull != (parts.consumer == Consumer::Receiver) {
+            return Err("a group's members are all push subscribers or all receivers");
         }
         let member = group.seat(parts);
         // Listed before it owns keys (G4); `joined` wakes whoever the join gave keys.
@@ -384,6 +417,16 @@ impl<E> GroupSeat<E> {
 }
 
 impl<E: Send + Sync + 'static> GroupSeat<E> {
+    /// A receiver member's take from the group's queue (see `Mailbox::take`).
+    pub(crate) fn take(&self, how: Take) -> Pop<Envelope<E>> {
+        let popped = self.group.hub.inbox.take(how);
+        if let Pop::Item(_) = popped {
+            Counters::add(&self.taken, 1);
+            Counters::add(&self.group.handed_out, 1);
+        }
+        popped
+    }
+
     /// `env`'s key hash, if it has a key and the group key affinity.
     fn keyed(&self, env: &Envelope<E>) -> Option<u64> {
         self.group.affinity.as_ref()?;
@@ -527,7 +570,7 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         Counters::add(&group.handed_back, n as u64);
         drop(dissolved);
         group.wake_seats(keys_given);
-        group.members.wake();
+        group.wake_any();
         Vec::new()
     }
 
@@ -540,7 +583,8 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
     }
 
     fn close(&self) {
-        // Members are push subscribers: nobody blocks on a seat.
+        // Receivers block on the group's queue, which the group closes at shutdown
+        // (`close_input`); a receiver that leaves takes its seat away, not the queue.
     }
 
     fn fill(&self, stats: &mut SubscriberStats) {
@@ -575,6 +619,11 @@ impl<E: Send + Sync + 'static> Control for Group<E> {
 
     fn retire(&self, grace: Duration) -> bool {
         self.hub.deactivate();
+        if self.pull {
+            // A group of receivers keeps its queue for them, as any receiver does.
+            self.members.clear();
+            return true;
+        }
         let retired = self.hub.retire(DropReason::Shutdown, Some(grace), || {});
         // What was routed to lines is the queue's too (its members retire after it).
         if let Some(routed) = self.with_affinity(Affinity::clear) {
@@ -589,7 +638,12 @@ impl<E: Send + Sync + 'static> Control for Group<E> {
         retired
     }
 
-    fn close_input(&self) {}
+    fn close_input(&self) {
+        // Receivers learn that nothing more comes (all of them: see `Mailbox`).
+        if self.pull {
+            self.hub.inbox.close();
+        }
+    }
 
     fn abandoned_retries(&self) -> u64 {
         0

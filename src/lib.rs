@@ -395,7 +395,8 @@
 //! leaves loses nothing: queued events are the group's, and its events waiting for a
 //! retry go back to the queue, attempt count kept. A member that fails or stalls never
 //! holds back the others. Members run in parallel, so a group promises no order across
-//! its events. `examples/work_queue.rs` stops a worker half-way through a queue of
+//! its events. Receivers form groups the same way: each `recv` takes the group's next
+//! event. `examples/work_queue.rs` stops a worker half-way through a queue of
 //! uploads, and every file is still processed exactly once.
 //!
 //! With [key affinity](SubscriberBuilder::key_affinity), a group shares its events

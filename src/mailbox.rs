@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
 
-use crate::ack::{Source, SourceFlags};
+use crate::ack::{Source, SourceFlags, Take};
 use crate::slots::Slots;
 use crate::sync::{AtomicUsize, Ordering};
 
@@ -152,11 +152,34 @@ impl<T> Mailbox<T> {
         }
     }
 
+    /// A receiver's take: at once (`Pop::Timeout` if nothing is queued), or blocking
+    /// until the deadline (see `pop_blocking`).
+    pub(crate) fn take(&self, how: Take) -> Pop<T> {
+        match how {
+            Take::NoWait => {
+                // Read before popping: nothing is pushed after the close, so "closed,
+                // then empty" means nothing more will ever come.
+                let closed = self.is_closed();
+                match self.pop() {
+                    Some(item) => Pop::Item(item),
+                    None if closed => Pop::Closed,
+                    None => Pop::Timeout,
+                }
+            }
+            Take::Until(deadline) => self.pop_blocking(deadline),
+        }
+    }
+
     /// Blocks until an item comes, the deadline passes, or the mailbox is closed and empty.
+    ///
+    /// Several receivers may block on one mailbox (a group of receivers): once it is
+    /// closed, each that looks passes the wake marker on, so the close wakes them all.
     pub(crate) fn pop_blocking(&self, deadline: Option<Instant>) -> Pop<T> {
         loop {
             if self.flags.is_closed() {
-                return self.pop().map_or(Pop::Closed, Pop::Item);
+                let popped = self.pop().map_or(Pop::Closed, Pop::Item);
+                self.wake();
+                return popped;
             }
             let received = match deadline {
                 None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),

@@ -7,6 +7,7 @@ pub(crate) use crate::ack::Take;
 use crate::broadcast::RingReceiver;
 use crate::envelope::Envelope;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
+use crate::group::GroupSeat;
 use crate::mailbox::Pop;
 use crate::ring::Read;
 use crate::stats::{Counters, SubscriberId, SubscriberStats};
@@ -85,6 +86,8 @@ pub struct Receiver<E: Send + Sync + 'static> {
 enum Source<E> {
     Ring(Arc<RingReceiver<E>>),
     Mailbox(Arc<Registration<E>>),
+    /// A member of a group of receivers: it takes from the group's queue.
+    Group(Arc<Registration<E, GroupSeat<E>>>),
 }
 
 impl<E: Send + Sync + 'static> Receiver<E> {
@@ -100,38 +103,35 @@ impl<E: Send + Sync + 'static> Receiver<E> {
         }
     }
 
+    pub(crate) fn from_group(registration: Arc<Registration<E, GroupSeat<E>>>) -> Self {
+        Receiver {
+            source: Source::Group(registration),
+        }
+    }
+
     fn control(&self) -> &dyn Control {
         match &self.source {
             Source::Ring(receiver) => &**receiver,
             Source::Mailbox(registration) => &**registration,
+            Source::Group(registration) => &**registration,
         }
     }
 
     fn take(&self, how: Take) -> Read<Envelope<E>> {
-        let registration = match &self.source {
+        let (counters, popped) = match &self.source {
             Source::Ring(receiver) => return receiver.take(how),
-            Source::Mailbox(registration) => registration,
-        };
-        let sub = &registration.sub;
-        if let Some(lagged) = take_lag(&sub.counters) {
-            return Read::Lagged(lagged);
-        }
-        let popped = match how {
-            Take::NoWait => {
-                // Read before popping: nothing is pushed after the close, so "closed,
-                // then empty" means nothing more will ever come.
-                let closed = sub.inbox.is_closed();
-                match sub.inbox.pop() {
-                    Some(env) => Pop::Item(env),
-                    None if closed => Pop::Closed,
-                    None => Pop::Timeout,
+            Source::Mailbox(registration) => {
+                let sub = &registration.sub;
+                if let Some(lagged) = take_lag(&sub.counters) {
+                    return Read::Lagged(lagged);
                 }
+                (&sub.counters, sub.inbox.take(how))
             }
-            Take::Until(deadline) => sub.inbox.pop_blocking(deadline),
+            Source::Group(registration) => (&registration.sub.counters, registration.sub.inbox.take(how)),
         };
         match popped {
             Pop::Item(value) => {
-                Counters::add(&sub.counters.delivered, 1);
+                Counters::add(&counters.delivered, 1);
                 Read::Item { value, depth: 0 }
             }
             Pop::Timeout => Read::Empty,
@@ -197,6 +197,8 @@ impl<E: Send + Sync + 'static> Receiver<E> {
         match &self.source {
             Source::Ring(receiver) => receiver.len(),
             Source::Mailbox(registration) => registration.sub.inbox.len(),
+            // What the group's queue holds, for whichever member takes it first.
+            Source::Group(registration) => registration.sub.inbox.group().queued(),
         }
     }
 
@@ -241,6 +243,7 @@ impl<E: Send + Sync + 'static> fmt::Debug for Receiver<E> {
         let topic = match &self.source {
             Source::Ring(receiver) => receiver.topic_name(),
             Source::Mailbox(registration) => &registration.sub.topic,
+            Source::Group(registration) => &registration.sub.topic,
         };
         f.debug_struct("Receiver")
             .field("id", &self.id())

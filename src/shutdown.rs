@@ -72,13 +72,18 @@ impl ShutdownReport {
             Consumer::Receiver => s.dropped.shutdown,
             Consumer::Handler(_) => s.dropped.shutdown + s.queued,
         };
-        let groups: u64 = stats.groups.iter().map(|g| g.dropped.shutdown + g.queued).sum();
+        // A group of receivers keeps its queue for them.
+        let groups = stats.groups.iter();
+        let groups: u64 = groups
+            .map(|g| g.dropped.shutdown + if g.receivers { 0 } else { g.queued })
+            .sum();
         stats.subscribers.iter().map(abandoned).sum::<u64>() + groups
     }
 
     pub(crate) fn receivers_backlog(stats: &BusStats) -> u64 {
         let receivers = stats.subscribers.iter().filter(|s| s.consumer == Consumer::Receiver);
-        receivers.map(|s| s.queued + s.unacked).sum()
+        let groups = stats.groups.iter().filter(|g| g.receivers).map(|g| g.queued);
+        receivers.map(|s| s.queued + s.unacked).sum::<u64>() + groups.sum::<u64>()
     }
 }
 

@@ -291,6 +291,9 @@ pub struct GroupStats {
     pub topic: String,
     /// Members now.
     pub members: usize,
+    /// Its members are receivers: what it queues waits for their owners (it is not in
+    /// flight, and stays for them at shutdown).
+    pub receivers: bool,
     /// Its queue's capacity (every member's); `None`: unbounded.
     pub capacity: Option<usize>,
     /// Its queue's overflow policy (every member's).

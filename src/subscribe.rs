@@ -10,7 +10,7 @@ use crate::dedup::DedupWindow;
 use crate::delivery::{Delivery, Retry};
 use crate::envelope::Envelope;
 use crate::error::{BoxError, HandlerError, SubscribeError};
-use crate::group::Sharing;
+use crate::group::{GroupSeat, Sharing};
 use crate::history::Offset;
 use crate::lanes::{Concurrent, Lanes};
 use crate::mailbox::Mailbox;
@@ -392,13 +392,23 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// filter, on one topic, from the latest offset. For per-key order across the
     /// group, see [`key_affinity`](Self::key_affinity).
     ///
+    /// **Receivers** form groups too ([`receiver`](Self::receiver) after `group`):
+    /// each `recv` takes the group's next event, so each event goes to one receiver;
+    /// a receiver that is dropped leaves the rest to the others. A group is all push
+    /// members or all receivers. As for any receiver, what the group queues is not in
+    /// flight for [`Bus::wait_idle`](crate::Bus::wait_idle), and at shutdown it stays
+    /// for the receivers, every one of which learns the close (even when several block
+    /// in `recv` at once). Under `DropOldest` the group counts its evictions
+    /// ([`GroupStats::dropped`](crate::GroupStats)); its receivers see no `Lagged`.
+    ///
     /// # Errors
     ///
-    /// From [`subscribe`](Self::subscribe): [`SubscribeError::InvalidGroup`] for a
-    /// name that is not a valid topic name, or for a member with inline dispatch, a
-    /// filter, a pattern, a `start_at`, or a capacity or overflow other than the
-    /// group's; [`receiver`](Self::receiver) and [`ack_receiver`](Self::ack_receiver)
-    /// refuse a group the same way (groups of receivers are not supported yet).
+    /// From [`subscribe`](Self::subscribe) and [`receiver`](Self::receiver):
+    /// [`SubscribeError::InvalidGroup`] for a name that is not a valid topic name, or
+    /// for a member with inline dispatch, a filter, a pattern, a `start_at`, a
+    /// capacity or overflow other than the group's, or of the other kind (push or
+    /// receiver) than the group's members; [`ack_receiver`](Self::ack_receiver)
+    /// refuses a group (groups of ack receivers are not supported yet).
     ///
     /// # Example
     ///
@@ -732,10 +742,10 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// [`at_least_once`](Self::at_least_once), [`dedup`](Self::dedup) or
     /// [`max_unacked`](Self::max_unacked): a receiver's caller handles each event
     /// itself, so the bus never sees it fail or succeed. Use
-    /// [`ack_receiver`](Self::ack_receiver) for those.
-    pub fn receiver(self) -> Result<Receiver<E>, SubscribeError> {
-        self.refuse_group()?;
-        self.refuse_key_affinity()?;
+    /// [`ack_receiver`](Self::ack_receiver) for those. With a [`group`](Self::group),
+    /// [`SubscribeError::InvalidGroup`] as for a push member (see there), and for
+    /// [`key_affinity`](Self::key_affinity).
+    pub fn receiver(mut self) -> Result<Receiver<E>, SubscribeError> {
         if let Delivery::AtLeastOnce(_) = self.delivery {
             return Err(SubscribeError::InvalidPolicy {
                 reason: "a receiver cannot be at-least-once (the bus never sees it fail): use ack_receiver",
@@ -747,6 +757,10 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             });
         }
         self.refuse_max_unacked()?;
+        if let Some(group) = self.group.take() {
+            return self.group_receiver(group);
+        }
+        self.refuse_key_affinity()?;
         let pattern = self.checked_pattern()?;
         let bus = &self.topic.bus;
         let capacity = self.capacity.unwrap_or(Some(bus.config.capacity));
@@ -833,10 +847,26 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         match &self.group {
             Some(group) => Err(SubscribeError::InvalidGroup {
                 group: group.clone(),
-                reason: "groups of receivers are not supported yet: members are push subscribers",
+                reason: "groups of ack receivers are not supported yet: use push members or plain receivers",
             }),
             None => Ok(()),
         }
+    }
+
+    /// A receiver that joins the consumer group `group` (see [`group`](Self::group)).
+    fn group_receiver(self, group: String) -> Result<Receiver<E>, SubscribeError> {
+        // Receivers have no dispatch: the pool stands for "not inline".
+        self.check_member(&group, Dispatch::Pool)?;
+        if self.key_affinity {
+            return Err(SubscribeError::InvalidGroup {
+                group,
+                reason: "key affinity needs push members: a receiver takes whatever is next when its owner asks",
+            });
+        }
+        let topic = self.topic.clone();
+        let (parts, capacity) = self.parts(Consumer::Receiver, None)?;
+        let member = join_group(&topic, &group, parts, capacity, Sharing::AnyMember)?;
+        Ok(Receiver::from_group(member))
     }
 
     fn refuse_key_affinity(&self) -> Result<(), SubscribeError> {
@@ -891,20 +921,9 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         let keyed = self.key_affinity;
         let (parts, capacity) = self.parts(Consumer::Handler(dispatch), Some(handler))?;
         let sharing = if keyed { Sharing::ByKey } else { Sharing::AnyMember };
-        let (member, made) = crate::group::join(&topic.core, &group, parts, capacity, sharing).map_err(|reason| {
-            SubscribeError::InvalidGroup {
-                group: group.clone(),
-                reason,
-            }
-        })?;
-        if let Some(made) = made {
-            topic.bus.remember(made);
-        }
-        let group = member.inbox.group().clone();
-        let on = On::Topic(topic.core.clone());
-        let control = remember(&topic, registration(on, &topic, member))?;
-        group.joined();
-        Ok(control)
+        let member = join_group(&topic, &group, parts, capacity, sharing)?;
+        member.sub.inbox.group().joined();
+        Ok(member)
     }
 
     /// The bus these options are for.
@@ -1108,6 +1127,28 @@ fn registration<E, Q>(on: On<E>, topic: &Topic<E>, sub: Arc<Subscriber<E, Q>>) -
         on,
         bus: Arc::downgrade(&topic.bus),
     })
+}
+
+/// Adds a member made of `parts` to the group `group` on `topic` (making the group if
+/// it has none), and registers both with the bus.
+fn join_group<E: Send + Sync + 'static>(
+    topic: &Topic<E>,
+    group: &str,
+    parts: Parts<E>,
+    capacity: Option<usize>,
+    sharing: Sharing,
+) -> Result<Arc<Registration<E, GroupSeat<E>>>, SubscribeError> {
+    let (member, made) = crate::group::join(&topic.core, group, parts, capacity, sharing).map_err(|reason| {
+        SubscribeError::InvalidGroup {
+            group: group.to_owned(),
+            reason,
+        }
+    })?;
+    if let Some(made) = made {
+        topic.bus.remember(made);
+    }
+    let on = On::Topic(topic.core.clone());
+    remember(topic, registration(on, topic, member))
 }
 
 /// Tells the bus about a subscriber that is already on its topic.

@@ -329,8 +329,9 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
     /// [`submit`](Self::submit) the subscriber to its runner once the lock is released.
     pub(crate) fn notify(&self) -> bool {
         if self.members.is_some() {
-            // A group's queue never runs: every push wakes a member.
-            return true;
+            // A group's queue never runs: every push wakes a member (receivers are not
+            // woken: they block on the queue).
+            return self.is_push();
         }
         self.is_push() && self.schedule.notify()
     }

@@ -419,14 +419,18 @@ fn what_a_member_cannot_be_is_a_typed_error() {
     let (_, reason) = invalid(sub().group("g").start_at(Offset::Earliest).subscribe(handler));
     assert!(reason.contains("start_at"), "{reason}");
     assert!(matches!(
-        sub().group("g").receiver(),
-        Err(SubscribeError::InvalidGroup { .. })
-    ));
-    assert!(matches!(
         sub().group("g").at_least_once(Retry::ordered()).ack_receiver(),
         Err(SubscribeError::InvalidGroup { .. })
     ));
     let _first = sub().group("g").capacity(8).subscribe(handler).unwrap();
+    // A group is all push members or all receivers.
+    match sub().group("g").capacity(8).receiver() {
+        Err(SubscribeError::InvalidGroup { reason, .. }) => assert!(reason.contains("receivers"), "{reason}"),
+        other => panic!("expected InvalidGroup, got {other:?}"),
+    }
+    let _pull = sub().group("p").receiver().unwrap();
+    let (_, reason) = invalid(sub().group("p").subscribe(handler));
+    assert!(reason.contains("receivers"), "{reason}");
     let (_, reason) = invalid(sub().group("g").capacity(16).subscribe(handler));
     assert!(reason.contains("capacity"), "{reason}");
     let (_, reason) = invalid(
@@ -442,8 +446,77 @@ fn what_a_member_cannot_be_is_a_typed_error() {
         error.to_string(),
         "invalid group `a..b`: a dot-separated token is empty"
     );
-    // Nothing was left behind by the refusals: one group, one member.
+    // Nothing was left behind by the refusals: one member in each group.
     assert_eq!(bus.stats().group("g").unwrap().members, 1);
+    assert_eq!(bus.stats().group("p").unwrap().members, 1);
+}
+
+#[test]
+fn receivers_in_a_group_share_the_stream_and_the_close_wakes_them_all() {
+    with_deadline(Duration::from_secs(60), || {
+        let bus = Bus::new();
+        let receivers: Vec<_> = (0..3)
+            .map(|_| bus.subscriber::<u32>().group("pullers").receiver().unwrap())
+            .collect();
+        for n in 0_u32..300 {
+            bus.publish(n).unwrap();
+        }
+        // What a group of receivers holds waits for their owners: not in flight.
+        bus.wait_idle(WAIT).unwrap();
+        assert_eq!(bus.stats().group("pullers").unwrap().queued, 300);
+        assert_eq!(receivers[0].len(), 300, "a member sees the group's queue");
+        // Each drains on a thread of its own until the bus closes. Once the queue is
+        // empty they block in recv on the same queue: the close must wake every one.
+        let threads: Vec<_> = receivers
+            .into_iter()
+            .map(|rx| {
+                std::thread::spawn(move || {
+                    let mine: Vec<u32> = rx.iter().map(|env| *env).collect();
+                    (mine, rx.stats())
+                })
+            })
+            .collect();
+        while bus.stats().group("pullers").unwrap().queued > 0 {
+            std::thread::yield_now();
+        }
+        let report = bus.shutdown(WAIT).unwrap();
+        assert_eq!((report.pending, report.in_receivers), (0, 0));
+        let mut all = Vec::new();
+        for thread in threads {
+            let (mine, stats) = thread.join().unwrap();
+            assert_eq!(
+                (stats.accepted, stats.delivered),
+                (mine.len() as u64, mine.len() as u64)
+            );
+            assert!(stats.is_balanced(), "{stats:?}");
+            all.extend(mine);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..300).collect::<Vec<_>>(), "each event to exactly one receiver");
+        let group = report.stats.group("pullers").unwrap();
+        assert!(group.receivers && group.is_balanced(), "{group:?}");
+    });
+}
+
+#[test]
+fn a_receiver_that_leaves_the_group_loses_nothing_and_shutdown_keeps_the_rest() {
+    let bus = Bus::new();
+    let first = bus.subscriber::<u32>().group("pullers").receiver().unwrap();
+    let second = bus.subscriber::<u32>().group("pullers").receiver().unwrap();
+    for n in 0_u32..10 {
+        bus.publish(n).unwrap();
+    }
+    let taken: Vec<u32> = (0..3).map(|_| *first.try_recv().unwrap()).collect();
+    assert_eq!(taken, [0, 1, 2]);
+    drop(first);
+    // The rest waits for the other member; shutdown keeps it for its owner.
+    let report = bus.shutdown(WAIT).unwrap();
+    assert_eq!((report.pending, report.in_receivers), (0, 7), "{report}");
+    let rest: Vec<u32> = second.iter().map(|env| *env).collect();
+    assert_eq!(rest, (3..10).collect::<Vec<_>>());
+    assert!(matches!(second.try_recv(), Err(crier::TryRecvError::Closed)));
+    let stats = second.stats();
+    assert_eq!((stats.accepted, stats.delivered), (7, 7));
 }
 
 /// The checker over a group whose members come and go while 4 threads publish: no
