@@ -100,27 +100,27 @@ impl<E: Send + Sync + 'static> Lanes<E> {
         total.high_water = queue.high_water;
         total.handed_over = 0;
         total.dropped = queue.dropped;
-        // The dead-letter store is one for all lanes: lane 0's counts are the whole.
-        let (mut delivered, mut failed, mut retried, mut dead_lettered, mut retrying, mut deduplicated) =
-            (0, total.failed, 0, 0, 0, 0);
+        // Sums over the lanes (the dead-letter store is one for all lanes: lane 0's
+        // counts are the whole).
+        (
+            total.delivered,
+            total.retried,
+            total.dead_lettered,
+            total.retrying,
+            total.deduplicated,
+        ) = (0, 0, 0, 0, 0);
         for lane in &lanes {
-            delivered += lane.delivered;
-            failed += lane.failed;
-            retried += lane.retried;
-            dead_lettered += lane.dead_lettered;
-            retrying += lane.retrying;
-            deduplicated += lane.deduplicated;
+            total.delivered += lane.delivered;
+            total.failed += lane.failed;
+            total.retried += lane.retried;
+            total.dead_lettered += lane.dead_lettered;
+            total.retrying += lane.retrying;
+            total.deduplicated += lane.deduplicated;
             total.dropped.add(&lane.dropped);
             if total.last_error.is_none() {
                 total.last_error.clone_from(&lane.last_error);
             }
         }
-        total.delivered = delivered;
-        total.failed = failed;
-        total.retried = retried;
-        total.dead_lettered = dead_lettered;
-        total.retrying = retrying;
-        total.deduplicated = deduplicated;
         total
     }
 }

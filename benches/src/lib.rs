@@ -748,63 +748,59 @@ pub mod group {
         sum.fetch_add(black_box(h) & 1, Ordering::Relaxed);
     }
 
+    /// What consumes the events.
+    #[derive(Clone, Copy)]
+    enum Shape {
+        OneSubscriber,
+        Group,
+        /// A group with key affinity; events keyed.
+        KeyedGroup,
+        /// One subscriber with `concurrency(MEMBERS)`; events keyed.
+        Concurrent,
+    }
+
     pub fn crier(events: u64) -> Duration {
-        crier_with(Some(MEMBERS), false, events)
+        crier_with(Shape::Group, events)
     }
 
     pub fn crier_one_subscriber(events: u64) -> Duration {
-        crier_with(None, false, events)
+        crier_with(Shape::OneSubscriber, events)
     }
 
     /// The group with key affinity, each event keyed by one of `KEYS` keys in turn (the
     /// publish pays for the key's `String`, as a user's would).
     pub fn crier_keyed(events: u64) -> Duration {
-        crier_with(Some(MEMBERS), true, events)
+        crier_with(Shape::KeyedGroup, events)
     }
 
-    /// One subscriber with `concurrency(MEMBERS)`, each event keyed by one of `KEYS`
-    /// keys in turn (as `crier_keyed`).
+    /// One subscriber with `concurrency(MEMBERS)`, keyed as `crier_keyed`.
     pub fn crier_concurrent(events: u64) -> Duration {
-        let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
-        let sum = Arc::new(AtomicU64::new(0));
-        let handler_sum = sum.clone();
-        let subscription = bus
-            .subscriber::<Payload>()
-            .concurrency(MEMBERS)
-            .subscribe(move |env: &crier::Envelope<Payload>| work(&handler_sum, env))
-            .expect("bus is open");
-        let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
-        let start = Instant::now();
-        for n in 0..events {
-            let key = keys[n as usize % KEYS].clone();
-            bus.message(Payload::new(n)).key(key).publish().expect("lossless");
-        }
-        bus.wait_idle(Duration::from_secs(600)).expect("drains");
-        let elapsed = start.elapsed();
-        drop(subscription);
-        black_box(sum);
-        elapsed
+        crier_with(Shape::Concurrent, events)
     }
 
-    /// `Some(n)`: a group of `n` members; `None`: one plain subscriber.
-    fn crier_with(members: Option<usize>, keyed: bool, events: u64) -> Duration {
+    fn crier_with(shape: Shape, events: u64) -> Duration {
         let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
-        let sums: Vec<_> = (0..members.unwrap_or(1)).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let subscribers = match shape {
+            Shape::Group | Shape::KeyedGroup => MEMBERS,
+            Shape::OneSubscriber | Shape::Concurrent => 1,
+        };
+        let sums: Vec<_> = (0..subscribers).map(|_| Arc::new(AtomicU64::new(0))).collect();
         let subscriptions: Vec<_> = sums
             .iter()
             .map(|sum| {
                 let sum = sum.clone();
+                let handler = move |env: &crier::Envelope<Payload>| work(&sum, env);
                 let builder = bus.subscriber::<Payload>();
-                let builder = match members {
-                    Some(_) if keyed => builder.group("workers").key_affinity(),
-                    Some(_) => builder.group("workers"),
-                    None => builder,
-                };
-                builder
-                    .subscribe(move |env: &crier::Envelope<Payload>| work(&sum, env))
-                    .expect("bus is open")
+                match shape {
+                    Shape::OneSubscriber => builder.subscribe(handler),
+                    Shape::Group => builder.group("workers").subscribe(handler),
+                    Shape::KeyedGroup => builder.group("workers").key_affinity().subscribe(handler),
+                    Shape::Concurrent => builder.concurrency(MEMBERS).subscribe(handler),
+                }
+                .expect("bus is open")
             })
             .collect();
+        let keyed = matches!(shape, Shape::KeyedGroup | Shape::Concurrent);
         let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
         let start = Instant::now();
         for n in 0..events {
