@@ -86,6 +86,8 @@ pub(crate) trait Source<T> {
     /// The oldest item, consuming wake markers on the way; `None` if there is none.
     fn pop(&self) -> Option<T>;
     fn is_empty(&self) -> bool;
+    /// Items queued (wake markers aside).
+    fn len(&self) -> usize;
     /// Nothing more will be pushed. Read before `pop`: "closed, then empty" is final.
     fn is_closed(&self) -> bool;
     /// Blocks until an item or a wake marker is queued (without taking it), or the
@@ -140,7 +142,11 @@ pub(crate) enum End {
 
 /// What a gate handed out.
 pub(crate) enum Lease<T> {
+    /// The source's next item.
     Item(T),
+    /// A retry that came due. (Not every item after its first attempt is one: in a
+    /// group, a member may take from the queue what another gave back.)
+    Retry(T),
     /// Nothing could be handed out in time.
     Empty,
     /// Nothing ever will be: the source is closed and drained, no retry waits.
@@ -195,7 +201,7 @@ impl<T> Gate<T> {
                 if !state.retries.is_empty() {
                     if let Some(item) = state.retries.take_due(now()) {
                         state.unacked += 1;
-                        return Lease::Item(item);
+                        return Lease::Retry(item);
                     }
                 }
                 // 2. The source, unless the line is held.

@@ -5,15 +5,19 @@ use std::fmt;
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use crate::ack::{End, Gate, Lease, Take};
-use crate::dead_letter::DeadLetter;
+use crate::ack::{End, Gate, Lease, Source, Take};
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::delivery::{Retry, RetryOrder};
 use crate::envelope::Envelope;
 use crate::error::{AckError, BoxError, Failure, RecvError, RecvTimeoutError, TryRecvError};
+use crate::inbox::Inbox;
+use crate::mailbox::Mailbox;
 use crate::policy::DropReason;
 use crate::receiver::take_lag;
+use crate::registry::TopicName;
+use crate::retries::Retries;
 use crate::stats::{Counters, SubscriberId, SubscriberStats};
-use crate::subscriber::{KeyStamp, Screened};
+use crate::subscriber::{KeyStamp, Screened, Subscriber};
 use crate::subscription::{Control, Registration};
 use crate::sync::{Arc, Weak};
 use crate::timer::Wake;
@@ -44,13 +48,40 @@ use crate::timer::Wake;
 /// # Settling after the end
 ///
 /// Handles may outlive their receiver or the bus. An ack still counts the event
-/// delivered. A nack cannot redeliver any more: the event is counted as dropped
+/// delivered. A nack cannot redeliver any more (unless the receiver was in a group
+/// that still has members, see below): the event is counted as dropped
 /// ([`DropReason::Unsubscribed`](crate::DropReason::Unsubscribed) once the receiver is
 /// dropped, [`DropReason::Shutdown`](crate::DropReason::Shutdown) once the bus is shut
 /// down) and the nack returns [`AckError`] saying which. At shutdown, retries still
 /// waiting are dropped the same way and reported in
 /// [`ShutdownReport::awaiting_retry`](crate::ShutdownReport::awaiting_retry); events
 /// already queued can still be received, as with a [`Receiver`](crate::Receiver).
+///
+/// # In a consumer group
+///
+/// With [`group`](crate::SubscriberBuilder::group), ack receivers share one stream:
+/// each takes the group's next event through its own limit and retries. One that is
+/// dropped gives its waiting retries to the group, and its handles' nacks (and drops)
+/// after that too: another member takes the event at once, as its next attempt. An
+/// ack after the drop still counts. Once the last member is gone, a nack returns
+/// [`AckError::Unsubscribed`].
+///
+/// ```
+/// use crier::{Bus, Nack, Retry};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::new();
+/// let picker = || bus.subscriber::<u32>().group("pickers").at_least_once(Retry::ordered()).ack_receiver();
+/// let (first, second) = (picker()?, picker()?);
+/// bus.publish(7_u32)?;
+/// let job = first.recv()?;
+/// drop(first); // leaves the group, holding the job
+/// assert_eq!(job.nack()?, Nack::Retry { attempt: 2 });
+/// let again = second.try_recv()?; // at once: the backoff was the leaver's
+/// assert_eq!((**again, again.attempt()), (7, 2));
+/// again.ack();
+/// # Ok(()) }
+/// ```
 ///
 /// # Accounting
 ///
@@ -91,7 +122,7 @@ use crate::timer::Wake;
 /// # Ok(()) }
 /// ```
 pub struct AckReceiver<E: Send + Sync + 'static> {
-    shared: Arc<AckShared<E>>,
+    shared: Arc<dyn AckPort<E>>,
 }
 
 /// One delivery of an [`AckReceiver`], to be settled once: [`ack`](Self::ack),
@@ -122,7 +153,7 @@ pub struct AckHandle<E: Send + Sync + 'static> {
     key: Option<KeyStamp>,
     /// Set by the method that settles it, so that the drop does not settle it again.
     settled: bool,
-    shared: Arc<AckShared<E>>,
+    shared: Arc<dyn AckPort<E>>,
 }
 
 /// What a successful [`nack`](AckHandle::nack) did.
@@ -138,26 +169,44 @@ pub enum Nack {
     DeadLettered,
 }
 
-/// What an ack receiver and its handles share (and what the bus keeps as its control).
-pub(crate) struct AckShared<E: Send + Sync + 'static> {
-    registration: Arc<Registration<E>>,
+/// What an ack receiver and its handles share (and what the bus keeps as its
+/// control): the subscriber, on a mailbox of its own or a seat in a group of ack
+/// receivers (`I`), and its gate.
+pub(crate) struct AckShared<E: Send + Sync + 'static, I = Mailbox<Envelope<E>>> {
+    registration: Arc<Registration<E, I>>,
     gate: Gate<Envelope<E>>,
     retry: Retry,
     /// The timer's target for this receiver's retries.
     me: Weak<Self>,
 }
 
-/// What one take found.
-enum Taken<E: Send + Sync + 'static> {
-    Handle(AckHandle<E>),
+/// What [`AckReceiver`] and [`AckHandle`] call, whatever the inbox.
+pub(crate) trait AckPort<E: Send + Sync + 'static>: Control {
+    /// A delivery to hand out, with the idempotency key to remember on its ack.
+    fn take(&self, how: Take) -> Result<(Envelope<E>, Option<KeyStamp>), Missed>;
+    fn ack(&self, key: Option<KeyStamp>);
+    fn nack(&self, env: Envelope<E>, failure: Failure) -> Result<Nack, AckError>;
+    fn unacked(&self) -> usize;
+    /// Events queued for it (a group member: the group's queue).
+    fn queued(&self) -> usize;
+    fn topic(&self) -> &TopicName;
+    fn dead_letters(&self) -> Option<&DeadLetterStore<E>>;
+}
+
+/// Why a take handed nothing out.
+pub(crate) enum Missed {
     Lagged(u64),
     Empty,
     Closed,
 }
 
-impl<E: Send + Sync + 'static> AckShared<E> {
+impl<E, I> AckShared<E, I>
+where
+    E: Send + Sync + 'static,
+    I: Inbox<E> + Source<Envelope<E>>,
+{
     pub(crate) fn new(
-        registration: Arc<Registration<E>>,
+        registration: Arc<Registration<E, I>>,
         retry: Retry,
         max_unacked: usize,
         capacity: usize,
@@ -174,29 +223,45 @@ impl<E: Send + Sync + 'static> AckShared<E> {
         })
     }
 
-    fn take(self: &Arc<Self>, how: Take) -> Taken<E> {
-        let sub = &self.registration.sub;
+    fn sub(&self) -> &Subscriber<E, I> {
+        &self.registration.sub
+    }
+
+    /// Unsubscribe or shutdown: the retries still waiting are given back to the group
+    /// (a member that leaves) or dropped, counted.
+    fn end(&self, end: End) {
+        let sub = self.sub();
+        let retries = self.gate.end(&sub.inbox, end);
+        let reason = match end {
+            End::Unsubscribed => DropReason::Unsubscribed,
+            End::Shutdown => DropReason::Shutdown,
+        };
+        sub.give_up_retries(retries, reason);
+    }
+}
+
+impl<E, I> AckPort<E> for AckShared<E, I>
+where
+    E: Send + Sync + 'static,
+    I: Inbox<E> + Source<Envelope<E>>,
+{
+    fn take(&self, how: Take) -> Result<(Envelope<E>, Option<KeyStamp>), Missed> {
+        let sub = self.sub();
         if let Some(lagged) = take_lag(&sub.counters) {
-            return Taken::Lagged(lagged);
+            return Err(Missed::Lagged(lagged));
         }
         loop {
             let env = match self.gate.take(&sub.inbox, how, || sub.runtime.timer.now()) {
                 Lease::Item(env) => env,
-                Lease::Empty => return Taken::Empty,
-                Lease::Closed => return Taken::Closed,
-            };
-            if env.is_redelivery() {
-                Counters::sub(&sub.counters.retrying, 1);
-            }
-            match sub.screen_hand_out(&env) {
-                Ok(Screened::Fresh(key)) => {
-                    return Taken::Handle(AckHandle {
-                        env,
-                        key,
-                        settled: false,
-                        shared: self.clone(),
-                    })
+                Lease::Retry(env) => {
+                    Counters::sub(&sub.counters.retrying, 1);
+                    env
                 }
+                Lease::Empty => return Err(Missed::Empty),
+                Lease::Closed => return Err(Missed::Closed),
+            };
+            match sub.screen_hand_out(&env) {
+                Ok(Screened::Fresh(key)) => return Ok((env, key)),
                 Ok(Screened::Duplicate) => {
                     let deduplicated = &sub.counters.deduplicated;
                     self.gate.settle(&sub.inbox, |_| Counters::add(deduplicated, 1));
@@ -210,7 +275,7 @@ impl<E: Send + Sync + 'static> AckShared<E> {
     }
 
     fn ack(&self, key: Option<KeyStamp>) {
-        let sub = &self.registration.sub;
+        let sub = self.sub();
         // Remembered before the settle, so a duplicate taken after it is skipped.
         if let Some(key) = key {
             sub.remember_acked(key);
@@ -220,22 +285,36 @@ impl<E: Send + Sync + 'static> AckShared<E> {
     }
 
     fn nack(&self, env: Envelope<E>, failure: Failure) -> Result<Nack, AckError> {
-        let sub = &self.registration.sub;
+        let sub = self.sub();
         // The error hook is user code: called before the gate's lock is taken.
         let error = sub.note_failure(&env, failure);
         let next = env.attempt().saturating_add(1);
+        // The retry of a group member that left: its group takes it (see below).
+        let mut orphaned = Retries::new();
         let settled = self.gate.settle(&sub.inbox, |state| {
-            if let Some(end) = state.ended {
-                let (reason, error) = match end {
-                    End::Unsubscribed => (DropReason::Unsubscribed, AckError::Unsubscribed),
-                    End::Shutdown => (DropReason::Shutdown, AckError::Closed),
-                };
-                sub.counters.drop_n(reason, 1);
-                return Err((env, error));
-            }
-            Ok(sub.schedule_retry(&self.retry, env, error, &mut state.retries))
+            let retries = match state.ended {
+                None => &mut state.retries,
+                Some(End::Unsubscribed) if sub.inbox.shares() => &mut orphaned,
+                Some(end) => {
+                    let (reason, error) = match end {
+                        End::Unsubscribed => (DropReason::Unsubscribed, AckError::Unsubscribed),
+                        End::Shutdown => (DropReason::Shutdown, AckError::Closed),
+                    };
+                    sub.counters.drop_n(reason, 1);
+                    return Err((env, error));
+                }
+            };
+            Ok(sub.schedule_retry(&self.retry, env, error, retries))
         });
         match settled {
+            Ok(Ok(_)) if !orphaned.is_empty() => {
+                // Given to the group at once, outside the gate's lock: the backoff was
+                // this member's, which is gone. Dropped if the group is gone too.
+                match sub.give_up_retries(orphaned.take_all(), DropReason::Unsubscribed) {
+                    0 => Ok(Nack::Retry { attempt: next }),
+                    _ => Err(AckError::Unsubscribed),
+                }
+            }
             Ok(Ok(due)) => {
                 if let Some(due) = due {
                     let me: Weak<dyn Wake> = self.me.clone();
@@ -252,24 +331,28 @@ impl<E: Send + Sync + 'static> AckShared<E> {
         }
     }
 
-    /// Unsubscribe or shutdown: the retries still waiting are dropped, counted.
-    fn end(&self, end: End) {
-        let sub = &self.registration.sub;
-        let retries = self.gate.end(&sub.inbox, end);
-        let n = retries.len() as u64;
-        let reason = match end {
-            End::Unsubscribed => DropReason::Unsubscribed,
-            End::Shutdown => {
-                Counters::add(&sub.counters.abandoned_retries, n);
-                DropReason::Shutdown
-            }
-        };
-        sub.counters.drop_n(reason, n);
-        Counters::sub(&sub.counters.retrying, n);
+    fn unacked(&self) -> usize {
+        self.gate.unacked()
+    }
+
+    fn queued(&self) -> usize {
+        Source::len(&self.sub().inbox)
+    }
+
+    fn topic(&self) -> &TopicName {
+        &self.sub().topic
+    }
+
+    fn dead_letters(&self) -> Option<&DeadLetterStore<E>> {
+        self.sub().dead_letter_store()
     }
 }
 
-impl<E: Send + Sync + 'static> Control for AckShared<E> {
+impl<E, I> Control for AckShared<E, I>
+where
+    E: Send + Sync + 'static,
+    I: Inbox<E> + Source<Envelope<E>>,
+{
     fn id(&self) -> SubscriberId {
         self.registration.id()
     }
@@ -309,15 +392,29 @@ impl<E: Send + Sync + 'static> Control for AckShared<E> {
 }
 
 /// The timer's wake: a retry came due.
-impl<E: Send + Sync + 'static> Wake for AckShared<E> {
+impl<E, I> Wake for AckShared<E, I>
+where
+    E: Send + Sync + 'static,
+    I: Inbox<E> + Source<Envelope<E>>,
+{
     fn wake(self: std::sync::Arc<Self>) {
         self.gate.wake(&self.registration.sub.inbox);
     }
 }
 
 impl<E: Send + Sync + 'static> AckReceiver<E> {
-    pub(crate) fn new(shared: Arc<AckShared<E>>) -> Self {
+    pub(crate) fn new(shared: Arc<dyn AckPort<E>>) -> Self {
         AckReceiver { shared }
+    }
+
+    fn take(&self, how: Take) -> Result<AckHandle<E>, Missed> {
+        let (env, key) = self.shared.take(how)?;
+        Ok(AckHandle {
+            env,
+            key,
+            settled: false,
+            shared: self.shared.clone(),
+        })
     }
 
     /// Blocks until a delivery can be handed out: a retry that is due, or the next
@@ -329,10 +426,10 @@ impl<E: Send + Sync + 'static> AckReceiver<E> {
     /// ([`Overflow::DropOldest`](crate::Overflow::DropOldest));
     /// [`RecvError::Closed`] once the bus is shut down and nothing is left.
     pub fn recv(&self) -> Result<AckHandle<E>, RecvError> {
-        match self.shared.take(Take::Until(None)) {
-            Taken::Handle(handle) => Ok(handle),
-            Taken::Lagged(n) => Err(RecvError::Lagged(n)),
-            Taken::Empty | Taken::Closed => Err(RecvError::Closed),
+        match self.take(Take::Until(None)) {
+            Ok(handle) => Ok(handle),
+            Err(Missed::Lagged(n)) => Err(RecvError::Lagged(n)),
+            Err(Missed::Empty | Missed::Closed) => Err(RecvError::Closed),
         }
     }
 
@@ -344,11 +441,11 @@ impl<E: Send + Sync + 'static> AckReceiver<E> {
     /// handles are out ([`unacked`](Self::unacked) tells); otherwise as
     /// [`recv`](Self::recv).
     pub fn try_recv(&self) -> Result<AckHandle<E>, TryRecvError> {
-        match self.shared.take(Take::NoWait) {
-            Taken::Handle(handle) => Ok(handle),
-            Taken::Lagged(n) => Err(TryRecvError::Lagged(n)),
-            Taken::Empty => Err(TryRecvError::Empty),
-            Taken::Closed => Err(TryRecvError::Closed),
+        match self.take(Take::NoWait) {
+            Ok(handle) => Ok(handle),
+            Err(Missed::Lagged(n)) => Err(TryRecvError::Lagged(n)),
+            Err(Missed::Empty) => Err(TryRecvError::Empty),
+            Err(Missed::Closed) => Err(TryRecvError::Closed),
         }
     }
 
@@ -359,11 +456,11 @@ impl<E: Send + Sync + 'static> AckReceiver<E> {
     /// [`RecvTimeoutError::Timeout`] if none could be in time, otherwise as
     /// [`recv`](Self::recv).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<AckHandle<E>, RecvTimeoutError> {
-        match self.shared.take(Take::Until(Instant::now().checked_add(timeout))) {
-            Taken::Handle(handle) => Ok(handle),
-            Taken::Lagged(n) => Err(RecvTimeoutError::Lagged(n)),
-            Taken::Empty => Err(RecvTimeoutError::Timeout),
-            Taken::Closed => Err(RecvTimeoutError::Closed),
+        match self.take(Take::Until(Instant::now().checked_add(timeout))) {
+            Ok(handle) => Ok(handle),
+            Err(Missed::Lagged(n)) => Err(RecvTimeoutError::Lagged(n)),
+            Err(Missed::Empty) => Err(RecvTimeoutError::Timeout),
+            Err(Missed::Closed) => Err(RecvTimeoutError::Closed),
         }
     }
 
@@ -380,12 +477,12 @@ impl<E: Send + Sync + 'static> AckReceiver<E> {
 
     /// Handles out now: received, and not yet acked, nacked or dropped.
     pub fn unacked(&self) -> usize {
-        self.shared.gate.unacked()
+        self.shared.unacked()
     }
 
     /// Events queued now (retries waiting are in the stats' `retrying`).
     pub fn len(&self) -> usize {
-        self.shared.registration.sub.inbox.len()
+        self.shared.queued()
     }
 
     /// `true` when no event is queued now.
@@ -407,21 +504,14 @@ impl<E: Send + Sync + 'static> AckReceiver<E> {
     /// oldest first (see [`Subscription::dead_letters`](crate::Subscription::dead_letters)).
     pub fn dead_letters(&self) -> Vec<DeadLetter<E>> {
         self.shared
-            .registration
-            .sub
-            .dead_letter_store()
+            .dead_letters()
             .map(|store| store.snapshot())
             .unwrap_or_default()
     }
 
     /// Like [`dead_letters`](Self::dead_letters), but empties the store.
     pub fn take_dead_letters(&self) -> Vec<DeadLetter<E>> {
-        self.shared
-            .registration
-            .sub
-            .dead_letter_store()
-            .map(|store| store.take())
-            .unwrap_or_default()
+        self.shared.dead_letters().map(|store| store.take()).unwrap_or_default()
     }
 }
 
@@ -435,7 +525,7 @@ impl<E: Send + Sync + 'static> fmt::Debug for AckReceiver<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AckReceiver")
             .field("id", &self.id())
-            .field("topic", &self.shared.registration.sub.topic)
+            .field("topic", self.shared.topic())
             .field("queued", &self.len())
             .field("unacked", &self.unacked())
             .finish()

@@ -345,7 +345,8 @@ pub enum RecvError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AckError {
-    /// The [`AckReceiver`](crate::AckReceiver) was dropped: counted as
+    /// The [`AckReceiver`](crate::AckReceiver) was dropped (in a consumer group: and
+    /// every other member too): counted as
     /// [`DropReason::Unsubscribed`](crate::DropReason::Unsubscribed).
     #[error("the ack receiver was dropped: the event cannot be redelivered")]
     Unsubscribed,

@@ -24,7 +24,16 @@
 //! for the publish's accounting). Its members are never woken: each `recv` takes from
 //! the queue itself, blocking on it, and the close at shutdown reaches every blocked
 //! one (`Mailbox::pop_blocking` passes the wake marker on). A group is all push
-//! members or all receivers.
+//! members, all receivers or all ack receivers.
+//!
+//! A group of *ack receivers* shares the queue the same way, but each member takes
+//! through its own gate (`ack`: its limit of handles out, its retries). The gate wakes
+//! its waiting receiver with a marker in its source; in a queue that others pop, another
+//! member could take that marker, so each member's source is the group's queue for
+//! events and a *bell* of its own for markers and the close: it waits on both. When
+//! it leaves, its waiting retries are given back to the queue (`hand_over`), and so is
+//! a handle it had given out that is nacked or dropped after it left: another member
+//! takes it, with its next attempt number, at once (the backoff was the leaver's).
 //!
 //! The *lanes* of one subscriber with `concurrency(n)` (see `lanes`) are a group of
 //! their own, made with its `n` members and kept off the topic's group map: keyed like
@@ -55,6 +64,11 @@
 //! - G4 (key affinity): a member's seat is in the member list before it is in the
 //!   affinity's assignment, and a wake is sent after the affinity lock is released
 //!   (`affinity` has the rest).
+//! - G5 (groups of receivers): nothing is given back to a closed queue, and an ack
+//!   receiver's bell is closed only after the queue. The queue is closed under
+//!   `dissolved` (after shutdown sealed the topics: no publish pushes any more), and a
+//!   give-back checks it under the same lock, so once a member's gate reads its bell
+//!   closed, "the queue is empty" is final.
 //!
 //! # Lock order
 //!
@@ -62,14 +76,16 @@
 //! a member's run lock → group `dissolved` (a leave runs under the leaver's run lock)
 //! → the affinity lock. Publishers take neither `dissolved`, the map nor the affinity
 //! lock: only the member list's read lock, after the commit lock is released. Nothing
-//! is woken under the affinity lock.
+//! is woken under the affinity lock. An ack receiver gives back after its gate's lock
+//! is released, so it never holds that lock when it takes `dissolved`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::ack::Take;
+use crate::ack::{Source, Take};
 use crate::affinity::{key_hash, Affinity, Keyed, SeatId};
 use crate::bus::BusShared;
+use crate::delivery::Delivery;
 use crate::envelope::Envelope;
 use crate::inbox::{Inbox, Next};
 use crate::mailbox::{Mailbox, Pop};
@@ -99,9 +115,8 @@ pub(crate) struct Group<E> {
     affinity: Option<Mutex<Affinity<Envelope<E>>>>,
     /// The lanes of one subscriber: every member owns every key (see the module docs).
     lanes: bool,
-    /// A group of receivers: they take from the queue when their owners call, and
-    /// nobody is woken (see `join`).
-    pull: bool,
+    /// What its members are.
+    kind: Kind,
     /// The next member's seat.
     next_seat: AtomicU64,
 }
@@ -125,6 +140,28 @@ pub(crate) enum Sharing {
     ByKey,
     /// By partition key, every key to whichever lane is free (`concurrency`).
     Lanes,
+}
+
+/// What a group's members are: a group is all of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Push subscribers, woken to take the next event.
+    Push,
+    /// Receivers: each `recv` takes from the queue when its owner calls, and nobody is
+    /// woken.
+    Receivers,
+    /// Ack receivers: like receivers, each through its own gate, woken by its own bell.
+    AckReceivers,
+}
+
+impl Kind {
+    fn of<E>(member: &Parts<E>) -> Kind {
+        match (member.consumer, &member.delivery) {
+            (Consumer::Handler(_), _) => Kind::Push,
+            (Consumer::Receiver, Delivery::AtLeastOnce(_)) => Kind::AckReceivers,
+            (Consumer::Receiver, Delivery::AtMostOnce) => Kind::Receivers,
+        }
+    }
 }
 
 /// The one seat every lane takes keys for.
@@ -158,7 +195,7 @@ impl<E: Send + Sync + 'static> Group<E> {
             handler: None,
             error_hook: member.error_hook.clone(),
             runtime: member.runtime.clone(),
-            delivery: crate::delivery::Delivery::AtMostOnce,
+            delivery: Delivery::AtMostOnce,
             retry_limit: member.retry_limit,
             bus: member.bus.clone(),
             dedup: None,
@@ -178,7 +215,7 @@ impl<E: Send + Sync + 'static> Group<E> {
             handed_back: AtomicU64::new(0),
             affinity: (sharing != Sharing::AnyMember).then(|| Mutex::new(Affinity::new())),
             lanes: sharing == Sharing::Lanes,
-            pull: member.consumer == Consumer::Receiver,
+            kind: Kind::of(member),
             next_seat: AtomicU64::new(0),
         })
     }
@@ -214,7 +251,7 @@ impl<E: Send + Sync + 'static> Group<E> {
     /// After a push, a leave or a give-back: wakes a push member to take what is
     /// queued. Receivers are never woken: they block on the queue itself.
     fn wake_any(&self) {
-        if !self.pull {
+        if self.kind == Kind::Push {
             self.members.wake();
         }
     }
@@ -281,6 +318,13 @@ impl<E: Send + Sync + 'static> Group<E> {
         *self.dissolved.lock()
     }
 
+    /// Shutdown: nothing more comes to the queue. Under `dissolved`, so a give-back
+    /// either is queued before the close or sees it and gives nothing (G5).
+    fn close_queue(&self) {
+        let _dissolved = self.dissolved.lock();
+        self.hub.inbox.close();
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
@@ -291,7 +335,7 @@ impl<E: Send + Sync + 'static> Group<E> {
             name: self.name.to_string(),
             topic: hub.topic,
             members: self.members.len(),
-            receivers: self.pull,
+            receivers: self.kind != Kind::Push,
             capacity: hub.capacity,
             overflow: hub.overflow,
             accepted: hub.accepted,
@@ -344,8 +388,8 @@ pub(crate) fn join<E: Send + Sync + 'static>(
         if group.affinity.is_some() != (sharing == Sharing::ByKey) {
             return Err("key affinity is the group's: give every member key_affinity(), or none");
         }
-        if group.pull != (parts.consumer == Consumer::Receiver) {
-            return Err("a group's members are all push subscribers or all receivers");
+        if group.kind != Kind::of(&parts) {
+            return Err("a group's members are all push subscribers, all receivers or all ack receivers");
         }
         let member = group.seat(parts);
         // Listed before it owns keys (G4); `joined` wakes whoever the join gave keys.
@@ -386,6 +430,7 @@ impl<E: Send + Sync + 'static> Group<E> {
             GroupSeat {
                 group: self.clone(),
                 taken: AtomicU64::new(0),
+                bell: Mailbox::new(None),
                 seat,
                 owner: if self.lanes { LANES_SEAT } else { seat },
             },
@@ -404,6 +449,9 @@ pub(crate) struct GroupSeat<E> {
     group: Arc<Group<E>>,
     /// Events this member took from the queue (its `accepted`).
     taken: AtomicU64,
+    /// An ack receiver's own wake-ups (see the `Source` impl); other members leave it
+    /// empty.
+    bell: Mailbox<()>,
     /// Its place in the member list.
     seat: SeatId,
     /// The seat it takes keys for: its own, or the lanes' one.
@@ -421,10 +469,14 @@ impl<E: Send + Sync + 'static> GroupSeat<E> {
     pub(crate) fn take(&self, how: Take) -> Pop<Envelope<E>> {
         let popped = self.group.hub.inbox.take(how);
         if let Pop::Item(_) = popped {
-            Counters::add(&self.taken, 1);
-            Counters::add(&self.group.handed_out, 1);
+            self.count_taken(1);
         }
         popped
+    }
+
+    fn count_taken(&self, n: u64) {
+        Counters::add(&self.taken, n);
+        Counters::add(&self.group.handed_out, n);
     }
 
     /// `env`'s key hash, if it has a key and the group key affinity.
@@ -457,6 +509,39 @@ impl<E: Send + Sync + 'static> GroupSeat<E> {
     }
 }
 
+/// An ack receiver member's source, for its gate (`ack`): events from the group's
+/// queue, wake markers and the close from its own bell. A marker in the shared queue
+/// could be taken by another member's pop, and the gate it was for would sleep on.
+impl<E: Send + Sync + 'static> Source<Envelope<E>> for GroupSeat<E> {
+    fn pop(&self) -> Option<Envelope<E>> {
+        // The bell holds no events: this consumes its marker.
+        let _ = self.bell.pop();
+        let env = self.group.hub.inbox.pop()?;
+        self.count_taken(1);
+        Some(env)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.group.hub.inbox.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.group.hub.inbox.len()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.bell.is_closed()
+    }
+
+    fn wait(&self, deadline: Option<std::time::Instant>) -> bool {
+        self.group.hub.inbox.wait_ready_with(&self.bell, deadline)
+    }
+
+    fn wake(&self) {
+        self.bell.wake();
+    }
+}
+
 impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
     fn next(&self) -> Next<E> {
         let taken = match &self.group.affinity {
@@ -465,8 +550,7 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         };
         match taken {
             Some(env) => {
-                Counters::add(&self.taken, 1);
-                Counters::add(&self.group.handed_out, 1);
+                self.count_taken(1);
                 Next::Event(env)
             }
             None => Next::Empty,
@@ -502,6 +586,10 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         self.group.affinity.is_some()
     }
 
+    fn shares(&self) -> bool {
+        true
+    }
+
     fn unread(&self) -> u64 {
         // What is queued is the group's: a member that holds for a retry lends none
         // of it (the others take it).
@@ -526,8 +614,7 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
             intake.slots().release(routed.len());
             n += routed.len() as u64;
         }
-        Counters::add(&self.taken, n);
-        Counters::add(&self.group.handed_out, n);
+        self.count_taken(n);
         (n, 0)
     }
 
@@ -537,7 +624,8 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         }
         let group = &self.group;
         let dissolved = group.dissolved.lock();
-        if reason != DropReason::Unsubscribed || *dissolved {
+        // Nobody would take them: the last member left, or the bus is closing (G5).
+        if reason != DropReason::Unsubscribed || *dissolved || group.hub.inbox.is_closed() {
             drop(dissolved);
             // Dropped: their keys are free again.
             for env in &waiting {
@@ -547,10 +635,10 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         }
         let runtime = &group.hub.runtime;
         let n = waiting.len();
-        // Queued deliveries are in flight; waiting retries were only under a clock
-        // that moves by itself (see `retries`). Counted before the push (a member may
-        // pop it at once).
-        if !runtime.retries_hold_idle {
+        // A push group's queued deliveries are in flight; waiting retries were only
+        // under a clock that moves by itself (see `retries`). Counted before the push
+        // (a member may pop it at once). A group of receivers holds none in flight.
+        if group.kind == Kind::Push && !runtime.retries_hold_idle {
             runtime.in_flight.add(n);
         }
         let mut keys_given = Vec::new();
@@ -585,6 +673,14 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
     fn close(&self) {
         // Receivers block on the group's queue, which the group closes at shutdown
         // (`close_input`); a receiver that leaves takes its seat away, not the queue.
+        // An ack receiver's gate learns the close from its bell, rung after the queue
+        // is closed (G5): at shutdown, this member may come before the group.
+        if self.group.kind == Kind::AckReceivers {
+            if self.group.hub.runtime.is_sealed() {
+                self.group.close_queue();
+            }
+            self.bell.close();
+        }
     }
 
     fn fill(&self, stats: &mut SubscriberStats) {
@@ -619,7 +715,7 @@ impl<E: Send + Sync + 'static> Control for Group<E> {
 
     fn retire(&self, grace: Duration) -> bool {
         self.hub.deactivate();
-        if self.pull {
+        if self.kind != Kind::Push {
             // A group of receivers keeps its queue for them, as any receiver does.
             self.members.clear();
             return true;
@@ -639,9 +735,10 @@ impl<E: Send + Sync + 'static> Control for Group<E> {
     }
 
     fn close_input(&self) {
-        // Receivers learn that nothing more comes (all of them: see `Mailbox`).
-        if self.pull {
-            self.hub.inbox.close();
+        // Receivers learn that nothing more comes (all of them: see `Mailbox`; ack
+        // receivers by their bells, see `GroupSeat`).
+        if self.kind != Kind::Push {
+            self.close_queue();
         }
     }
 

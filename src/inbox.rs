@@ -58,6 +58,12 @@ pub(crate) trait Inbox<E>: Send + Sync + Sized + 'static {
         false
     }
 
+    /// Whether [`hand_over`](Self::hand_over) may give events to others (a group's
+    /// member): an ack receiver's handle nacked after it left is then given too.
+    fn shares(&self) -> bool {
+        false
+    }
+
     /// Leaving for `reason`: gives events that waited for a retry to whoever else can
     /// take them (a group member's group, see `group`); returns those nobody can, to
     /// be dropped.

@@ -396,8 +396,10 @@
 //! retry go back to the queue, attempt count kept. A member that fails or stalls never
 //! holds back the others. Members run in parallel, so a group promises no order across
 //! its events. Receivers form groups the same way: each `recv` takes the group's next
-//! event. `examples/work_queue.rs` stops a worker half-way through a queue of
-//! uploads, and every file is still processed exactly once.
+//! event. So do [`AckReceiver`]s, each with its own limit of handles out; one that
+//! leaves gives the group its waiting retries, and each handle it gave out that is
+//! nacked or dropped afterwards. `examples/work_queue.rs` stops a worker half-way
+//! through a queue of uploads, and every file is still processed exactly once.
 //!
 //! With [key affinity](SubscriberBuilder::key_affinity), a group shares its events
 //! by partition key instead ([`Message::key`]; Kafka's partitions): a key's events go

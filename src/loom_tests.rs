@@ -561,7 +561,11 @@ impl Source<Delivery> for ModelSource {
     }
 
     fn is_empty(&self) -> bool {
-        self.queue.lock().unwrap().iter().all(Option::is_none)
+        self.len() == 0
+    }
+
+    fn len(&self) -> usize {
+        self.queue.lock().unwrap().iter().flatten().count()
     }
 
     fn is_closed(&self) -> bool {
@@ -601,6 +605,14 @@ fn nack(gate: &Gate<Delivery>, source: &ModelSource, (event, attempt): Delivery)
     })
 }
 
+/// What a lease handed out, from the source or the retries.
+fn handed<T>(lease: Lease<T>) -> Option<T> {
+    match lease {
+        Lease::Item(item) | Lease::Retry(item) => Some(item),
+        Lease::Empty | Lease::Closed => None,
+    }
+}
+
 /// A take from a gate of at most one out, checking I4 after it.
 fn take(gate: &Gate<Delivery>, source: &ModelSource, how: Take) -> Lease<Delivery> {
     let lease = gate.take(source, how, epoch);
@@ -636,7 +648,7 @@ fn loom_ack_nack_and_recv() {
                     }
                 })
             };
-            let Lease::Item(next) = take(&gate, &source, Take::Until(None)) else {
+            let Some(next) = handed(take(&gate, &source, Take::Until(None))) else {
                 panic!("recv returned without a delivery");
             };
             assert_eq!(gate.unacked(), 1);
@@ -644,12 +656,10 @@ fn loom_ack_nack_and_recv() {
             gate.settle(&*source, |_| ());
             let expected = if nacks { (1, 2) } else { (2, 1) };
             assert_eq!(next, expected);
-            let rest: Vec<Delivery> = std::iter::from_fn(|| match take(&gate, &source, Take::NoWait) {
-                Lease::Item(d) => {
-                    gate.settle(&*source, |_| ());
-                    Some(d)
-                }
-                _ => None,
+            let rest: Vec<Delivery> = std::iter::from_fn(|| {
+                let d = handed(take(&gate, &source, Take::NoWait))?;
+                gate.settle(&*source, |_| ());
+                Some(d)
             })
             .collect();
             assert_eq!(rest, if nacks { vec![(2, 1)] } else { vec![] });
@@ -678,7 +688,7 @@ fn loom_ack_a_nack_wakes_a_receiver_waiting_for_events() {
     // event; only the other thread's nack of event 1 can wake it (by the marker).
     loom::model(|| {
         let (gate, source, nacker) = first_event_taken_then_nacked();
-        let Lease::Item(again) = gate.take(&*source, Take::Until(None), epoch) else {
+        let Lease::Retry(again) = gate.take(&*source, Take::Until(None), epoch) else {
             panic!("recv returned without a delivery");
         };
         assert_eq!(again, (1, 2));
@@ -706,7 +716,7 @@ fn loom_ack_a_nack_a_publish_and_a_shutdown_lose_nothing() {
         let mut received = Vec::new();
         loop {
             match gate.take(&*source, Take::Until(None), epoch) {
-                Lease::Item(delivery) => {
+                Lease::Item(delivery) | Lease::Retry(delivery) => {
                     received.push(delivery);
                     gate.settle(&*source, |_| ());
                 }
@@ -1280,5 +1290,148 @@ fn loom_lanes_run_each_key_in_order_and_strand_nothing() {
             publisher.join().unwrap();
         }
         group.assert_handled_in_key_order(4);
+    });
+}
+
+/// A group of ack receivers reduced to its protocol (`group`, G5): the group's queue
+/// and each member's bell under one lock, so that a member waits on both at once (the
+/// real one selects on two channels); the real `SourceFlags` of the queue and of each
+/// bell; and the `dissolved` lock that a give-back and the close of the queue take.
+struct AckGroupModel {
+    queues: Mutex<AckGroupQueues>,
+    ready: loom::sync::Condvar,
+    queue_flags: SourceFlags,
+    bells: [SourceFlags; 2],
+    dissolved: Mutex<()>,
+}
+
+#[derive(Default)]
+struct AckGroupQueues {
+    queue: VecDeque<Delivery>,
+    /// Whether each member's bell holds its wake marker.
+    rung: [bool; 2],
+}
+
+/// A member's source, as `GroupSeat`'s is: events from the queue, its marker and the
+/// close from its bell.
+struct ModelSeat(Arc<AckGroupModel>, usize);
+
+impl Source<Delivery> for ModelSeat {
+    fn pop(&self) -> Option<Delivery> {
+        let mut queues = self.0.queues.lock().unwrap();
+        if std::mem::take(&mut queues.rung[self.1]) {
+            self.0.bells[self.1].lower_wake();
+        }
+        queues.queue.pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn len(&self) -> usize {
+        self.0.queues.lock().unwrap().queue.len()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.bells[self.1].is_closed()
+    }
+
+    fn wait(&self, _deadline: Option<std::time::Instant>) -> bool {
+        let mut queues = self.0.queues.lock().unwrap();
+        while queues.queue.is_empty() && !queues.rung[self.1] {
+            queues = self.0.ready.wait(queues).unwrap();
+        }
+        true
+    }
+
+    fn wake(&self) {
+        if self.0.bells[self.1].raise_wake() {
+            self.0.queues.lock().unwrap().rung[self.1] = true;
+            self.0.ready.notify_all();
+        }
+    }
+}
+
+impl AckGroupModel {
+    fn new(events: &[u32]) -> Arc<Self> {
+        Arc::new(AckGroupModel {
+            queues: Mutex::new(AckGroupQueues {
+                queue: events.iter().map(|&e| (e, 1)).collect(),
+                rung: [false; 2],
+            }),
+            ready: loom::sync::Condvar::new(),
+            queue_flags: SourceFlags::new(),
+            bells: [SourceFlags::new(), SourceFlags::new()],
+            dissolved: Mutex::new(()),
+        })
+    }
+
+    /// `GroupSeat::hand_over`: `false` (dropped) once the queue is closed.
+    fn give_back(&self, delivery: Delivery) -> bool {
+        let _dissolved = self.dissolved.lock().unwrap();
+        if self.queue_flags.is_closed() {
+            return false;
+        }
+        self.queues.lock().unwrap().queue.push_back(delivery);
+        self.ready.notify_all();
+        true
+    }
+}
+
+/// Shutdown: `Group::close_queue`, then the member's bell (`GroupSeat::close`).
+fn close_ack_group(group: &Arc<AckGroupModel>, member: usize) {
+    {
+        let _dissolved = group.dissolved.lock().unwrap();
+        group.queue_flags.close();
+    }
+    if group.bells[member].close() {
+        ModelSeat(group.clone(), member).wake();
+    }
+}
+
+#[test]
+fn loom_ack_group_a_leavers_nack_reaches_a_member_or_is_dropped_never_stranded() {
+    // Member 0 holds event 1 and leaves; its nack after leaving gives the event back,
+    // racing with the shutdown (the queue's close, then member 1's bell). Member 1
+    // receives until `Closed`: it gets event 2, and event 1 (attempt 2) unless the give-back
+    // saw the close and dropped it; it never waits through the close, and nothing is
+    // left in the queue after its `Closed` (G5).
+    loom::model(|| {
+        let group = AckGroupModel::new(&[1, 2]);
+        let leaver = Gate::<Delivery>::new(1, 1);
+        let first = handed(leaver.take(&ModelSeat(group.clone(), 0), Take::NoWait, epoch));
+        assert_eq!(first, Some((1, 1)));
+        let nacker = {
+            let group = group.clone();
+            thread::spawn(move || {
+                let seat = ModelSeat(group.clone(), 0);
+                assert!(leaver.end(&seat, End::Unsubscribed).is_empty());
+                leaver.settle(&seat, |state| assert!(state.ended.is_some()));
+                group.give_back((1, 2))
+            })
+        };
+        let shutdown = {
+            let group = group.clone();
+            thread::spawn(move || close_ack_group(&group, 1))
+        };
+        let stayer = Gate::<Delivery>::new(2, 2);
+        let seat = ModelSeat(group.clone(), 1);
+        let mut received = Vec::new();
+        loop {
+            match stayer.take(&seat, Take::Until(None), epoch) {
+                Lease::Item(delivery) | Lease::Retry(delivery) => {
+                    received.push(delivery);
+                    stayer.settle(&seat, |_| ());
+                }
+                Lease::Closed => break,
+                Lease::Empty => panic!("no deadline, yet Empty"),
+            }
+        }
+        let given_back = nacker.join().unwrap();
+        shutdown.join().unwrap();
+        assert!(seat.is_empty(), "G5: an event was given back after the member's Closed");
+        let expected = if given_back { vec![(2, 1), (1, 2)] } else { vec![(2, 1)] };
+        assert_eq!(received, expected);
     });
 }

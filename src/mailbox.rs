@@ -221,13 +221,17 @@ impl<T> Mailbox<T> {
     pub(crate) fn wait_ready(&self, deadline: Option<Instant>) -> bool {
         let mut select = Select::new();
         select.recv(&self.rx);
-        match deadline {
-            None => {
-                select.ready();
-                true
-            }
-            Some(deadline) => select.ready_deadline(deadline).is_ok(),
-        }
+        ready_by(select, deadline)
+    }
+
+    /// Like [`wait_ready`](Self::wait_ready), on this mailbox or `other`: a member of
+    /// a group of ack receivers waits on the group's queue and on its own bell (see
+    /// `group`).
+    pub(crate) fn wait_ready_with<U>(&self, other: &Mailbox<U>, deadline: Option<Instant>) -> bool {
+        let mut select = Select::new();
+        select.recv(&self.rx);
+        select.recv(&other.rx);
+        ready_by(select, deadline)
     }
 
     /// Pops and drops every queued item; returns how many.
@@ -240,6 +244,17 @@ impl<T> Mailbox<T> {
     }
 }
 
+/// Blocks until one of `select`'s channels is ready or the deadline passes (`false`).
+fn ready_by(mut select: Select<'_>, deadline: Option<Instant>) -> bool {
+    match deadline {
+        None => {
+            select.ready();
+            true
+        }
+        Some(deadline) => select.ready_deadline(deadline).is_ok(),
+    }
+}
+
 impl<T> Source<T> for Mailbox<T> {
     fn pop(&self) -> Option<T> {
         Mailbox::pop(self)
@@ -247,6 +262,10 @@ impl<T> Source<T> for Mailbox<T> {
 
     fn is_empty(&self) -> bool {
         Mailbox::is_empty(self)
+    }
+
+    fn len(&self) -> usize {
+        Mailbox::len(self)
     }
 
     fn is_closed(&self) -> bool {

@@ -394,21 +394,34 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     ///
     /// **Receivers** form groups too ([`receiver`](Self::receiver) after `group`):
     /// each `recv` takes the group's next event, so each event goes to one receiver;
-    /// a receiver that is dropped leaves the rest to the others. A group is all push
-    /// members or all receivers. As for any receiver, what the group queues is not in
-    /// flight for [`Bus::wait_idle`](crate::Bus::wait_idle), and at shutdown it stays
-    /// for the receivers, every one of which learns the close (even when several block
-    /// in `recv` at once). Under `DropOldest` the group counts its evictions
+    /// a receiver that is dropped leaves the rest to the others. As for any receiver,
+    /// what the group queues is not in flight for
+    /// [`Bus::wait_idle`](crate::Bus::wait_idle), and at shutdown it stays for the
+    /// receivers, every one of which learns the close (even when several block in
+    /// `recv` at once). Under `DropOldest` the group counts its evictions
     /// ([`GroupStats::dropped`](crate::GroupStats)); its receivers see no `Lagged`.
+    ///
+    /// **Ack receivers** too ([`ack_receiver`](Self::ack_receiver) after `group`),
+    /// each with its own [`max_unacked`](Self::max_unacked) handles out and its own
+    /// retries. An [`AckReceiver`] that is dropped gives the group its retries that
+    /// were waiting, and each handle it gave out is still good: an ack counts the event
+    /// delivered, a nack (or dropping the handle) gives the event to the group, where
+    /// another member takes it at once as its next attempt (the backoff was the
+    /// leaver's). Once the last member is gone, such a nack returns
+    /// [`AckError::Unsubscribed`](crate::AckError) and the event is dropped, counted.
+    ///
+    /// A group is all push members, all receivers or all ack receivers. A
+    /// [`dedup`](Self::dedup) window is each member's own: a duplicate that another
+    /// member takes is not skipped (dedup on the topic, at publish, covers the group).
     ///
     /// # Errors
     ///
-    /// From [`subscribe`](Self::subscribe) and [`receiver`](Self::receiver):
-    /// [`SubscribeError::InvalidGroup`] for a name that is not a valid topic name, or
-    /// for a member with inline dispatch, a filter, a pattern, a `start_at`, a
-    /// capacity or overflow other than the group's, or of the other kind (push or
-    /// receiver) than the group's members; [`ack_receiver`](Self::ack_receiver)
-    /// refuses a group (groups of ack receivers are not supported yet).
+    /// From [`subscribe`](Self::subscribe), [`receiver`](Self::receiver) and
+    /// [`ack_receiver`](Self::ack_receiver): [`SubscribeError::InvalidGroup`] for a
+    /// name that is not a valid topic name, or for a member with inline dispatch, a
+    /// filter, a pattern, a `start_at`, a capacity or overflow other than the group's,
+    /// or of another kind (push subscriber, receiver, ack receiver) than the group's
+    /// members.
     ///
     /// # Example
     ///
@@ -787,7 +800,8 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// nacked (retried after the backoff, then dead-lettered) or dropped (a nack), with
     /// at most [`max_unacked`](Self::max_unacked) out at once. Needs
     /// [`at_least_once`](Self::at_least_once); a [`dedup`](Self::dedup) window skips
-    /// events whose key was acked. See [`AckReceiver`] for an example.
+    /// events whose key was acked. See [`AckReceiver`] for an example. With a
+    /// [`group`](Self::group), it joins a group of ack receivers (see there).
     ///
     /// # Errors
     ///
@@ -795,10 +809,9 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
     /// [`DedupWindow`] that cannot work, or for `max_unacked(0)`;
     /// [`SubscribeError::ZeroCapacity`] for `capacity(0)`; [`SubscribeError::Closed`]
     /// once the bus is shut down; [`SubscribeError::Spawn`] if the retry timer's thread
-    /// could not start.
-    pub fn ack_receiver(self) -> Result<AckReceiver<E>, SubscribeError> {
-        self.refuse_group()?;
-        self.refuse_key_affinity()?;
+    /// could not start; with a group, [`SubscribeError::InvalidGroup`] as for a push
+    /// member (see [`group`](Self::group)), and for [`key_affinity`](Self::key_affinity).
+    pub fn ack_receiver(mut self) -> Result<AckReceiver<E>, SubscribeError> {
         let Delivery::AtLeastOnce(retry) = self.delivery else {
             return Err(SubscribeError::InvalidPolicy {
                 reason: "an ack receiver is at-least-once: call at_least_once(retry) first",
@@ -809,6 +822,10 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
                 reason: "max_unacked must be at least 1",
             });
         }
+        if let Some(group) = self.group.take() {
+            return self.group_ack_receiver(group, retry);
+        }
+        self.refuse_key_affinity()?;
         let pattern = self.checked_pattern()?;
         let max_unacked = self.max_unacked;
         let topic = self.topic.clone();
@@ -843,30 +860,37 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         Ok(Some(pattern))
     }
 
-    fn refuse_group(&self) -> Result<(), SubscribeError> {
-        match &self.group {
-            Some(group) => Err(SubscribeError::InvalidGroup {
-                group: group.clone(),
-                reason: "groups of ack receivers are not supported yet: use push members or plain receivers",
-            }),
-            None => Ok(()),
-        }
-    }
-
     /// A receiver that joins the consumer group `group` (see [`group`](Self::group)).
     fn group_receiver(self, group: String) -> Result<Receiver<E>, SubscribeError> {
+        let topic = self.topic.clone();
+        let (parts, capacity) = self.receiver_member_parts(&group)?;
+        let member = join_group(&topic, &group, parts, capacity, Sharing::AnyMember)?;
+        Ok(Receiver::from_group(remember(&topic, member)?))
+    }
+
+    /// An ack receiver that joins the consumer group `group` (see
+    /// [`group`](Self::group)): its own gate over the group's queue.
+    fn group_ack_receiver(self, group: String, retry: Retry) -> Result<AckReceiver<E>, SubscribeError> {
+        let topic = self.topic.clone();
+        let max_unacked = self.max_unacked;
+        let (parts, capacity) = self.receiver_member_parts(&group)?;
+        let bound = capacity.unwrap_or(topic.bus.config.capacity);
+        let member = join_group(&topic, &group, parts, capacity, Sharing::AnyMember)?;
+        let shared = AckShared::new(member, retry, max_unacked.unwrap_or(bound), bound);
+        Ok(AckReceiver::new(remember(&topic, shared)?))
+    }
+
+    /// A receiver member's parts, once checked (see [`group`](Self::group)).
+    fn receiver_member_parts(self, group: &str) -> Result<(Parts<E>, Option<usize>), SubscribeError> {
         // Receivers have no dispatch: the pool stands for "not inline".
-        self.check_member(&group, Dispatch::Pool)?;
+        self.check_member(group, Dispatch::Pool)?;
         if self.key_affinity {
             return Err(SubscribeError::InvalidGroup {
-                group,
+                group: group.to_owned(),
                 reason: "key affinity needs push members: a receiver takes whatever is next when its owner asks",
             });
         }
-        let topic = self.topic.clone();
-        let (parts, capacity) = self.parts(Consumer::Receiver, None)?;
-        let member = join_group(&topic, &group, parts, capacity, Sharing::AnyMember)?;
-        Ok(Receiver::from_group(member))
+        self.parts(Consumer::Receiver, None)
     }
 
     fn refuse_key_affinity(&self) -> Result<(), SubscribeError> {
@@ -921,7 +945,7 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         let keyed = self.key_affinity;
         let (parts, capacity) = self.parts(Consumer::Handler(dispatch), Some(handler))?;
         let sharing = if keyed { Sharing::ByKey } else { Sharing::AnyMember };
-        let member = join_group(&topic, &group, parts, capacity, sharing)?;
+        let member = remember(&topic, join_group(&topic, &group, parts, capacity, sharing)?)?;
         member.sub.inbox.group().joined();
         Ok(member)
     }
@@ -1130,7 +1154,7 @@ fn registration<E, Q>(on: On<E>, topic: &Topic<E>, sub: Arc<Subscriber<E, Q>>) -
 }
 
 /// Adds a member made of `parts` to the group `group` on `topic` (making the group if
-/// it has none), and registers both with the bus.
+/// it has none, which it registers with the bus). The caller registers the member.
 fn join_group<E: Send + Sync + 'static>(
     topic: &Topic<E>,
     group: &str,
@@ -1147,8 +1171,7 @@ fn join_group<E: Send + Sync + 'static>(
     if let Some(made) = made {
         topic.bus.remember(made);
     }
-    let on = On::Topic(topic.core.clone());
-    remember(topic, registration(on, topic, member))
+    Ok(registration(On::Topic(topic.core.clone()), topic, member))
 }
 
 /// Tells the bus about a subscriber that is already on its topic.

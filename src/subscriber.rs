@@ -360,20 +360,9 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             drop(env);
             n += 1;
         }
-        let total = retries.len() as u64;
-        // A group member gives its waiting retries back to its group (still in flight).
-        let retries = self.inbox.hand_over(retries, reason);
-        let waiting = retries.len() as u64;
-        drop(retries);
-        if waiting < total {
-            Counters::add(&self.counters.handed_over, total - waiting);
-        }
-        self.counters.drop_n(reason, n + waiting);
+        let waiting = self.give_up_retries(retries, reason);
+        self.counters.drop_n(reason, n);
         self.counters.drop_n(DropReason::Oldest, lagged);
-        Counters::sub(&self.counters.retrying, total);
-        if reason == DropReason::Shutdown {
-            Counters::add(&self.counters.abandoned_retries, waiting);
-        }
         if self.is_push() {
             self.settle_evictions();
             let lent = self.lent.swap(0, Ordering::Relaxed);
@@ -385,6 +374,21 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             settled += u64::from(self.wake_token.swap(false, Ordering::SeqCst));
             self.runtime.in_flight.finish(settled as usize);
         }
+    }
+
+    /// Leaving for `reason` with `retries` still waiting: a group member gives them
+    /// back to its group (still in flight, for a push group), the rest are dropped,
+    /// all counted. Returns how many were dropped.
+    pub(crate) fn give_up_retries(&self, retries: Vec<Envelope<E>>, reason: DropReason) -> u64 {
+        let total = retries.len() as u64;
+        let dropped = self.inbox.hand_over(retries, reason).len() as u64;
+        Counters::add(&self.counters.handed_over, total - dropped);
+        self.counters.drop_n(reason, dropped);
+        Counters::sub(&self.counters.retrying, total);
+        if reason == DropReason::Shutdown {
+            Counters::add(&self.counters.abandoned_retries, dropped);
+        }
+        dropped
     }
 
     /// Steps 2 to 5 of unsubscribe (`leave` is step 3), and shutdown's end: under the
