@@ -7,8 +7,10 @@
 //! however many such readers there are (see `ring` for the protocol). A pull receiver
 //! reads its window itself ([`RingReceiver`]); a push subscriber on the pool or a
 //! thread of its own ([`RingSubscriber`]) is notified after every write, as a mailbox
-//! subscriber is after every push, and its runner reads the window. Readers with other
-//! options keep a mailbox; both kinds behave the same to their user.
+//! subscriber is after every push, and its runner reads the window. A lossless ack
+//! receiver's gate (`ack`) takes from its window as from a mailbox: the gate's wake
+//! marker is a flag on the reader that the ring's sleep checks (see `ring`). Readers
+//! with other options keep a mailbox; both kinds behave the same to their user.
 //!
 //! # Accounting
 //!
@@ -31,6 +33,7 @@
 //! For `wait_idle`, every write counts one delivery in flight per push subscriber on
 //! the ring; its runner settles each position it handles, lags past or discards.
 
+use crate::ack::Source;
 use crate::bus::BusShared;
 use crate::envelope::Envelope;
 use crate::policy::{DropReason, Overflow};
@@ -62,6 +65,8 @@ pub(crate) struct Reader {
     pub(crate) refused: AtomicU64,
     /// The most positions found unread at a read.
     high_water: AtomicU64,
+    /// An ack receiver's wake marker (see the `Source` impl).
+    woken: AtomicBool,
 }
 
 impl Reader {
@@ -136,6 +141,44 @@ impl<E: Send + Sync + 'static> Seat<E> {
     }
 }
 
+/// A lossless ack receiver's source, for its gate (`ack`). The wake marker is the
+/// reader's `woken` flag: it stays up until a pop lowers it, and the ring's sleep
+/// checks it under the ring's lock, which `wake` takes to notify (no lost wake-up, see
+/// `ring`). The close is the cursor's, a state that sleeps check the same way.
+impl<E: Send + Sync + 'static> Source<Envelope<E>> for Seat<E> {
+    fn pop(&self) -> Option<Envelope<E>> {
+        self.reader.woken.store(false, Ordering::SeqCst);
+        match self.read(Take::NoWait) {
+            Read::Item { value, .. } => Some(value),
+            // Only lossless cursors are sources: they never lag.
+            Read::Lagged(_) | Read::Empty | Read::Closed => None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.unread() == (0, 0)
+    }
+
+    fn len(&self) -> usize {
+        self.unread().0 as usize
+    }
+
+    fn is_closed(&self) -> bool {
+        self.reader.cursor.is_closed()
+    }
+
+    fn wait(&self, deadline: Option<std::time::Instant>) -> bool {
+        let woken = || self.reader.woken.load(Ordering::SeqCst);
+        self.ring.wait_readable(&self.reader.cursor, deadline, woken)
+    }
+
+    fn wake(&self) {
+        if !self.reader.woken.swap(true, Ordering::SeqCst) {
+            self.ring.wake_readers();
+        }
+    }
+}
+
 /// A push subscriber reading its topic's ring; its runner is notified after every
 /// write (see `inbox`).
 pub(crate) type RingSubscriber<E> = Subscriber<E, Seat<E>>;
@@ -183,6 +226,7 @@ impl<E: Send + Sync + 'static> Readers<E> {
             left: AtomicU64::new(u64::MAX),
             refused: AtomicU64::new(0),
             high_water: AtomicU64::new(0),
+            woken: AtomicBool::new(false),
         });
         if lossless {
             self.room_until = self.room_until.min(head + capacity as u64);

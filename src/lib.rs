@@ -149,7 +149,7 @@
 //! | policy | can it duplicate? | can it lose? | cost |
 //! |---|---|---|---|
 //! | [`Delivery::AtMostOnce`] (default) | never: each event is handled at most once | a failure is final, counted as `failed` | none |
-//! | [`Delivery::AtLeastOnce`] | yes: an attempt that failed after a side effect is retried | no: after the last attempt the event becomes a [`DeadLetter`], counted and kept | for push subscribers, nothing measurable while handlers succeed; a dedup window adds a look-up per delivery (B2: 1.28× with 10,000-key windows; B3, 8 inline handlers: 2.36×, most of it the 8 windows' memory); ack receivers read a mailbox, not the broadcast ring (B1: about 4×); a failure costs one timer entry (see `BENCHMARKS.md`) |
+//! | [`Delivery::AtLeastOnce`] | yes: an attempt that failed after a side effect is retried | no: after the last attempt the event becomes a [`DeadLetter`], counted and kept | for push subscribers, nothing measurable while handlers succeed; a dedup window adds a look-up per delivery (B2: 1.28× with 10,000-key windows; B3, 8 inline handlers: 2.36×, most of it the 8 windows' memory); lossless ack receivers read the broadcast ring as receivers do, and screen, remember and settle each event (B1, 4 ack receivers: 2.66×); a failure costs one timer entry (see `BENCHMARKS.md`) |
 //!
 //! Under at-least-once ([`SubscriberBuilder::at_least_once`]), a failed event is
 //! retried after a [`Backoff`] measured on the bus [`Clock`] (fixed, or exponential

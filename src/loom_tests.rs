@@ -1435,3 +1435,84 @@ fn loom_ack_group_a_leavers_nack_reaches_a_member_or_is_dropped_never_stranded()
         assert_eq!(received, expected);
     });
 }
+
+/// A lossless ack receiver's window on its topic's ring, as `broadcast::Seat`'s
+/// `Source` impl is: the wake marker is a flag that the ring's sleep checks under the
+/// ring's lock, which `wake` takes to notify.
+struct RingSource {
+    ring: Ring<Delivery>,
+    cursor: Cursor,
+    woken: loom::sync::atomic::AtomicBool,
+}
+
+impl Source<Delivery> for RingSource {
+    fn pop(&self) -> Option<Delivery> {
+        self.woken.store(false, Ordering::SeqCst);
+        match self.ring.try_read(&self.cursor) {
+            Read::Item { value, .. } => Some(value),
+            Read::Lagged(_) | Read::Empty | Read::Closed => None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn len(&self) -> usize {
+        (self.ring.head() - self.cursor.next()) as usize
+    }
+
+    fn is_closed(&self) -> bool {
+        self.cursor.is_closed()
+    }
+
+    fn wait(&self, deadline: Option<std::time::Instant>) -> bool {
+        let woken = || self.woken.load(Ordering::SeqCst);
+        self.ring.wait_readable(&self.cursor, deadline, woken)
+    }
+
+    fn wake(&self) {
+        if !self.woken.swap(true, Ordering::SeqCst) {
+            self.ring.wake_readers();
+        }
+    }
+}
+
+#[test]
+fn loom_ack_on_the_ring_a_nack_then_a_publish_wake_the_receiver() {
+    // Unordered, room for two, on a ring: this thread holds event 1 and blocks in
+    // `recv` while another nacks it: only the marker can wake it, and it gets event 1
+    // as a retry. Then it blocks again while a publisher writes event 2: it gets that.
+    loom::model(|| {
+        let source = Arc::new(RingSource {
+            ring: Ring::new(2),
+            cursor: Cursor::new(0, 2, true),
+            woken: loom::sync::atomic::AtomicBool::new(false),
+        });
+        drop(source.ring.write((1, 1), 1));
+        let gate = Arc::new(Gate::<Delivery>::new(2, 2));
+        let Lease::Item(first) = gate.take(&*source, Take::NoWait, epoch) else {
+            panic!("event 1 is on the ring");
+        };
+        let nacker = {
+            let (gate, source) = (gate.clone(), source.clone());
+            thread::spawn(move || {
+                gate.settle(&*source, |state| state.retries.push(epoch(), (first.0, first.1 + 1)));
+            })
+        };
+        let Lease::Retry(again) = gate.take(&*source, Take::Until(None), epoch) else {
+            panic!("recv returned without the retry");
+        };
+        assert_eq!(again, (1, 2));
+        nacker.join().unwrap();
+        let publisher = {
+            let source = source.clone();
+            thread::spawn(move || drop(source.ring.write((2, 1), 1)))
+        };
+        let Lease::Item(next) = gate.take(&*source, Take::Until(None), epoch) else {
+            panic!("recv returned without event 2");
+        };
+        assert_eq!(next, (2, 1));
+        publisher.join().unwrap();
+    });
+}

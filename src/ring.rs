@@ -340,17 +340,20 @@ impl<T: Clone> Ring<T> {
                 Read::Empty => {}
                 other => return other,
             }
-            if !self.sleep_until_readable(cursor, deadline) {
+            if !self.wait_readable(cursor, deadline, || false) {
                 return Read::Empty;
             }
         }
     }
 
-    /// `false` once the deadline passed.
-    fn sleep_until_readable(&self, cursor: &Cursor, deadline: Option<Instant>) -> bool {
+    /// Sleeps until `cursor` has a position to read, it closes, or `stop()` is true
+    /// (whoever changes what `stop` reads calls [`wake_readers`](Self::wake_readers));
+    /// `false` once the deadline passed. It does not read.
+    pub(crate) fn wait_readable(&self, cursor: &Cursor, deadline: Option<Instant>, stop: impl Fn() -> bool) -> bool {
+        let ready = |head: u64| cursor.next() < head || cursor.is_closed() || stop();
         #[cfg(not(loom))]
         for _ in 0..POLLS {
-            if cursor.next() < self.head() || cursor.is_closed() {
+            if ready(self.head()) {
                 return true;
             }
             std::thread::yield_now();
@@ -358,7 +361,7 @@ impl<T: Clone> Ring<T> {
         let mut lock = self.lock.lock();
         loop {
             let head = self.head.fetch_or(WAITING, Ordering::AcqRel) & !WAITING;
-            if cursor.next() < head || cursor.is_closed() {
+            if ready(head) {
                 return true;
             }
             match self.readable.wait_deadline(lock, deadline) {
@@ -394,6 +397,11 @@ impl<T: Clone> Ring<T> {
     /// No more positions come for `cursor`: wakes its sleeping readers.
     pub(crate) fn close(&self, cursor: &Cursor) {
         cursor.closed.store(true, Ordering::Release);
+        self.wake_readers();
+    }
+
+    /// Wakes sleeping readers so they re-check their `stop` predicate.
+    pub(crate) fn wake_readers(&self) {
         let _lock = self.lock.lock();
         self.readable.notify_all();
     }

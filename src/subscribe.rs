@@ -4,7 +4,7 @@ use std::fmt;
 use std::hash::Hash;
 
 use crate::ack_receiver::{AckReceiver, AckShared};
-use crate::broadcast::{self, RingReceiver};
+use crate::broadcast::{self, RingReceiver, Seat};
 use crate::dead_letter::DeadLetterStore;
 use crate::dedup::DedupWindow;
 use crate::delivery::{Delivery, Retry};
@@ -832,14 +832,19 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         let start_at = self.start_at;
         let (parts, capacity) = self.parts(Consumer::Receiver, None)?;
         let bound = capacity.unwrap_or(topic.bus.config.capacity);
+        let max_unacked = max_unacked.unwrap_or(bound);
+        // A lossless one reads the topic's ring, as a receiver does (see `broadcast`).
+        let lossless = parts.overflow != Overflow::DropOldest;
+        let parts = match join_ring(&topic, parts, capacity, start_at, &pattern, lossless) {
+            Ok(ring) => {
+                let shared = AckShared::new(ring, retry, max_unacked, bound);
+                return Ok(AckReceiver::new(remember(&topic, shared)?));
+            }
+            Err(parts) => parts,
+        };
         let sub = Subscriber::new(parts, Mailbox::new(capacity));
         let on = place(&topic, &sub, start_at, pattern)?;
-        let shared = AckShared::new(
-            registration(on, &topic, sub),
-            retry,
-            max_unacked.unwrap_or(bound),
-            bound,
-        );
+        let shared = AckShared::new(registration(on, &topic, sub), retry, max_unacked, bound);
         Ok(AckReceiver::new(remember(&topic, shared)?))
     }
 
@@ -1091,27 +1096,39 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
         let pattern = self.checked_pattern()?;
         let topic = self.topic.clone();
         let start_at = self.start_at;
-        let (mut parts, capacity) = self.parts(consumer, Some(handler))?;
-        let on_ring = capacity.filter(|&c| {
-            start_at == Offset::Latest
-                && pattern.is_none()
-                && parts.executor.is_some()
-                && broadcast::fits(c, parts.overflow, parts.filter.is_some())
-        });
-        if let Some(capacity) = on_ring {
-            match topic
-                .core
-                .join_ring_subscriber(parts, capacity, topic.bus.config.capacity)
-            {
-                Ok(sub) => {
-                    let on = On::Topic(topic.core.clone());
-                    return Ok(remember(&topic, registration(on, &topic, sub))?);
-                }
-                Err(back) => parts = back,
-            }
-        }
+        let (parts, capacity) = self.parts(consumer, Some(handler))?;
+        let runs_apart = parts.executor.is_some();
+        let parts = match join_ring(&topic, parts, capacity, start_at, &pattern, runs_apart) {
+            Ok(ring) => return Ok(remember(&topic, ring)?),
+            Err(parts) => parts,
+        };
         Ok(register_mailbox(&topic, parts, capacity, start_at, pattern)?)
     }
+}
+
+/// A subscriber made of `parts` on `topic`'s broadcast ring, if the caller allows it
+/// (its own conditions) and its options do (from the latest offset, no pattern, and as
+/// `broadcast::fits` says); otherwise `parts` back, for a mailbox.
+// The large `Err` is the subscriber's own parts, handed back once per subscribe.
+#[allow(clippy::result_large_err)]
+fn join_ring<E: Send + Sync + 'static>(
+    topic: &Topic<E>,
+    parts: Parts<E>,
+    capacity: Option<usize>,
+    start_at: Offset,
+    pattern: &Option<Pattern>,
+    caller_allows: bool,
+) -> Result<Arc<Registration<E, Seat<E>>>, Parts<E>> {
+    let fits = |c: usize| broadcast::fits(c, parts.overflow, parts.filter.is_some());
+    let Some(capacity) =
+        capacity.filter(|&c| caller_allows && start_at == Offset::Latest && pattern.is_none() && fits(c))
+    else {
+        return Err(parts);
+    };
+    let sub = topic
+        .core
+        .join_ring_subscriber(parts, capacity, topic.bus.config.capacity)?;
+    Ok(registration(On::Topic(topic.core.clone()), topic, sub))
 }
 
 /// Registers a subscriber with a mailbox of its own.

@@ -268,8 +268,9 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         Some(readers.join(capacity, overflow))
     }
 
-    /// Adds a push subscriber that reads the topic's broadcast ring, as `join_ring`
-    /// does for a receiver; gives `parts` back if the ring is too small for it.
+    /// Adds a push subscriber (or an ack receiver) that reads the topic's broadcast
+    /// ring, as `join_ring` does for a receiver; gives `parts` back if the ring is too
+    /// small for it.
     // The large `Err` is the subscriber's own parts, handed back once per subscribe.
     #[allow(clippy::result_large_err)]
     pub(crate) fn join_ring_subscriber(
@@ -285,7 +286,9 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         let seat = readers.join(capacity, parts.overflow);
         let sub = Subscriber::new(parts, seat);
         // In the same hold of the lock as the join: the runner hears of every position.
-        readers.add_runner(sub.clone());
+        if sub.is_push() {
+            readers.add_runner(sub.clone());
+        }
         Ok(sub)
     }
 

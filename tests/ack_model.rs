@@ -3,7 +3,9 @@
 //! (which delivery comes next, with which attempt number; retries after the backoff;
 //! dead letters after the last attempt; at most `max_unacked` out; ordered retries hold
 //! the line, unordered ones until `capacity` wait), and its counters balance after
-//! every step.
+//! every step. Both kinds: a lossless one reads its topic's broadcast ring (`Reject`:
+//! a publish into a full one is refused), the other a mailbox of its own
+//! (`DropNewest`).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -41,17 +43,20 @@ struct Config {
     max_unacked: usize,
     max_attempts: u32,
     capacity: usize,
+    /// `Reject`, on the ring; otherwise `DropNewest`, on a mailbox.
+    on_ring: bool,
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    (any::<bool>(), 1_usize..=3, 1_u32..=3, 2_usize..=4).prop_map(|(ordered, max_unacked, max_attempts, capacity)| {
-        Config {
+    (any::<bool>(), 1_usize..=3, 1_u32..=3, 2_usize..=4, any::<bool>()).prop_map(
+        |(ordered, max_unacked, max_attempts, capacity, on_ring)| Config {
             ordered,
             max_unacked,
             max_attempts,
             capacity,
-        }
-    })
+            on_ring,
+        },
+    )
 }
 
 /// (event, attempt)
@@ -71,16 +76,23 @@ struct Model {
     retried: u64,
     dead_lettered: u64,
     dropped_newest: u64,
+    refused: u64,
 }
 
 impl Model {
-    fn publish(&mut self, config: &Config, event: u32) {
+    /// Whether the publish is accepted.
+    fn publish(&mut self, config: &Config, event: u32) -> bool {
         if self.queue.len() == config.capacity {
+            if config.on_ring {
+                self.refused += 1;
+                return false;
+            }
             self.dropped_newest += 1;
         } else {
             self.queue.push_back((event, 1));
         }
         self.accepted += 1;
+        true
     }
 
     fn try_recv(&mut self, config: &Config) -> Option<Delivery> {
@@ -132,6 +144,7 @@ impl Model {
             stats.unacked,
             stats.queued,
             stats.dropped.newest,
+            stats.refused,
         );
         let expected = (
             self.accepted,
@@ -142,10 +155,11 @@ impl Model {
             self.out.len() as u64,
             self.queue.len() as u64,
             self.dropped_newest,
+            self.refused,
         );
         assert_eq!(
             actual, expected,
-            "(accepted, delivered, retried, dead_lettered, retrying, unacked, queued, dropped)"
+            "(accepted, delivered, retried, dead_lettered, retrying, unacked, queued, dropped, refused)"
         );
     }
 }
@@ -161,7 +175,11 @@ fn run(config: Config, ops: Vec<Op>) {
     let rx = bus
         .subscriber::<u32>()
         .capacity(config.capacity)
-        .overflow(Overflow::DropNewest)
+        .overflow(if config.on_ring {
+            Overflow::Reject
+        } else {
+            Overflow::DropNewest
+        })
         .at_least_once(retry.max_attempts(config.max_attempts).backoff(Backoff::fixed(BACKOFF)))
         .max_unacked(config.max_unacked)
         .ack_receiver()
@@ -172,8 +190,8 @@ fn run(config: Config, ops: Vec<Op>) {
     for op in ops {
         match op {
             Op::Publish => {
-                bus.publish(next_event).unwrap();
-                model.publish(&config, next_event);
+                let accepted = bus.publish(next_event).is_ok();
+                assert_eq!(accepted, model.publish(&config, next_event), "publish");
                 next_event += 1;
             }
             Op::TryRecv => {
