@@ -120,7 +120,7 @@ impl BusShared {
         all
     }
 
-    fn stats(&self) -> BusStats {
+    pub(crate) fn stats(&self) -> BusStats {
         let mut topics: Vec<_> = self.registry.all().iter().map(|t| t.stats()).collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         let mut subscribers = Vec::new();

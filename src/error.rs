@@ -403,6 +403,26 @@ pub enum WaitIdleError {
     InsideHandler,
 }
 
+/// A [`Recorder`](crate::testing::Recorder)'s wait ended without what it waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The timeout passed first.
+    #[error("still waiting after {timeout:?}, with {seen} events recorded")]
+    Timeout {
+        /// Events recorded at the deadline.
+        seen: usize,
+        /// The timeout that passed.
+        timeout: Duration,
+    },
+    /// The bus shut down, or the recorder was stopped, first: nothing more will come.
+    #[error("the recorder stopped (the bus shut down, or it was stopped) with {seen} events recorded")]
+    Ended {
+        /// Events recorded in all.
+        seen: usize,
+    },
+}
+
 /// [`Bus::shutdown`](crate::Bus::shutdown) or [`Bus::abort`](crate::Bus::abort) could
 /// not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

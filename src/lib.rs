@@ -514,6 +514,27 @@
 //! backoff: advancing it runs the retries that came due, and `wait_idle` never waits for
 //! one that only the test can make due.
 //!
+//! [`testing::Recorder`] keeps every event of a type (or of a named topic, or a
+//! pattern) published after it was made. Its assertions wait until the bus is idle and
+//! then fail with what was expected and what was recorded; its waits end on the events
+//! or when the bus shuts down, never on a quiet spell:
+//!
+//! ```
+//! use crier::{testing::Recorder, Bus, Envelope};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Bus::new();
+//! let receipts = Recorder::<String>::new(&bus)?;
+//! let mailer = bus.clone();
+//! let _checkout = bus.subscribe(move |cents: &Envelope<u64>| {
+//!     mailer.publish(format!("receipt for {} cents", **cents)).unwrap();
+//! })?;
+//! bus.publish(1250_u64)?;
+//! receipts.assert_events(&["receipt for 1250 cents".to_owned()]);
+//! Recorder::<u32>::new(&bus)?.assert_none();
+//! # Ok(()) }
+//! ```
+//!
 //! # Features
 //!
 //! - `serde`: `Serialize` for [`BusStats`], [`ShutdownReport`] and the types in them;
@@ -578,6 +599,8 @@ mod reach;
 #[cfg(not(loom))]
 mod receiver;
 #[cfg(not(loom))]
+mod recorder;
+#[cfg(not(loom))]
 mod registry;
 #[cfg(not(loom))]
 mod request;
@@ -627,8 +650,8 @@ pub use crate::{
     delivery::{Backoff, Delivery, Retry, RetryOrder, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_MAX_ATTEMPTS},
     envelope::{Envelope, EventId, Headers},
     error::{
-        AckError, BoxError, BuildError, Failure, HandlerError, PublishError, RecvError, RecvTimeoutError, ReplayError,
-        RequestError, ShutdownError, SubscribeError, TopicError, TryRecvError, WaitIdleError,
+        AckError, BoxError, BuildError, Failure, HandlerError, PublishError, RecordError, RecvError, RecvTimeoutError,
+        ReplayError, RequestError, ShutdownError, SubscribeError, TopicError, TryRecvError, WaitIdleError,
     },
     history::{History, Offset},
     lanes::Concurrent,

@@ -4,10 +4,16 @@
 //! handlers that run before `publish` returns, or keep the pool and call
 //! [`Bus::wait_idle`] before asserting. No sleeps are needed either way.
 //!
+//! [`Recorder`] keeps the events a flow publishes and asserts about them once the bus
+//! is idle; [`ManualClock`] moves time for retries, dedup windows and retention.
+//!
 //! [`BusBuilder::inline`]: crate::BusBuilder::inline
 //! [`Bus::wait_idle`]: crate::Bus::wait_idle
 
 use std::time::{Duration, SystemTime};
+
+#[cfg(not(loom))]
+pub use crate::recorder::Recorder;
 
 use crate::clock::{Alarm, Clock};
 use crate::sync::{Arc, Mutex};
