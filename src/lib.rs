@@ -505,7 +505,7 @@
 //! handlers). `examples/audit.rs` shows a pattern audit log, observe-all analytics and
 //! unrouted notices together.
 //!
-//! # Testing
+//! # Testing your event flows
 //!
 //! Build the bus with [`BusBuilder::inline`] and every handler has run when `publish`
 //! returns; or keep the pool and call [`Bus::wait_idle`], which counts deliveries
@@ -532,6 +532,36 @@
 //! bus.publish(1250_u64)?;
 //! receipts.assert_events(&["receipt for 1250 cents".to_owned()]);
 //! Recorder::<u32>::new(&bus)?.assert_none();
+//! # Ok(()) }
+//! ```
+//!
+//! [`testing::Scenario`] tests one flow in given/when/then form: the events its first
+//! event caused (following causation ids), and what each subscriber did with them. An
+//! order flow with a payment and a fraud check that dead-letters a stolen card:
+//!
+//! ```
+//! use std::time::Duration;
+//! use crier::{testing::Scenario, Backoff, Bus, Envelope, Retry};
+//!
+//! #[derive(Debug, PartialEq)]
+//! struct Paid(u32);
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Bus::new();
+//! let payer = bus.clone();
+//! let _payment = bus.subscriber::<u32>().name("payment").subscribe(move |order: &Envelope<u32>| {
+//!     payer.publish(Paid(**order)).unwrap();
+//! })?;
+//! let _fraud = bus.subscriber::<u32>().name("fraud")
+//!     .at_least_once(Retry::ordered().max_attempts(2).backoff(Backoff::fixed(Duration::from_millis(1))))
+//!     .subscribe(|order: &Envelope<u32>| if **order == 13 { Err("stolen card") } else { Ok(()) })?;
+//!
+//! Scenario::new(&bus)?
+//!     .when(7_u32)
+//!     .then_events(&[Paid(7)])
+//!     .then_succeeded("payment")
+//!     .then_succeeded("fraud");
+//! Scenario::new(&bus)?.when(13_u32).then_dead_lettered("fraud");
 //! # Ok(()) }
 //! ```
 //!
@@ -609,6 +639,8 @@ mod retention;
 mod retries;
 mod ring;
 mod roster;
+#[cfg(not(loom))]
+mod scenario;
 mod schedule;
 mod seen;
 #[cfg(not(loom))]

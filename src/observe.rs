@@ -73,6 +73,15 @@ impl<E: Send + Sync + 'static> Erased for Shared<E> {
     }
 }
 
+/// A clone holds the same event (one `Arc` more).
+impl Clone for AnyEnvelope {
+    fn clone(&self) -> Self {
+        AnyEnvelope {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
 impl AnyEnvelope {
     fn of<E: Send + Sync + 'static>(env: &Envelope<E>) -> AnyEnvelope {
         let shared: Arc<dyn Erased> = env.shared().clone();

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 
 #[cfg(not(loom))]
 pub use crate::recorder::Recorder;
+#[cfg(not(loom))]
+pub use crate::scenario::Scenario;
 
 use crate::clock::{Alarm, Clock};
 use crate::sync::{Arc, Mutex};
