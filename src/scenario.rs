@@ -106,9 +106,8 @@ impl Scenario {
         self
     }
 
-    /// The flow's events, in the order the bus's observer saw them (each publisher's
-    /// in the order it published them; an event may come before its cause when they
-    /// were published on different threads).
+    /// The flow's events: the `when` event first, and each other after its cause (the
+    /// events one handler published, in the order it published them).
     ///
     /// # Panics
     ///
@@ -135,7 +134,10 @@ impl Scenario {
                 break;
             }
         }
-        everything.into_iter().filter(|env| ids.contains(&env.id())).collect()
+        // In the order they joined: each after its cause.
+        ids.iter()
+            .filter_map(|id| everything.iter().find(|env| env.id() == *id).cloned())
+            .collect()
     }
 
     /// Asserts that the flow published exactly `expected` events of type `R`, in this
