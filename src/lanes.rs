@@ -121,6 +121,12 @@ impl<E: Send + Sync + 'static> Lanes<E> {
                 total.last_error.clone_from(&lane.last_error);
             }
         }
+        // The lanes' samples, merged bucket by bucket.
+        let mut counts = Vec::new();
+        for lane in &self.lanes {
+            lane.sub.counters.latency.add_to(&mut counts);
+        }
+        total.latency = crate::latency::latency(&counts);
         total
     }
 }

@@ -54,7 +54,10 @@
 //! unacked + handed_over == accepted` ([`SubscriberStats::is_balanced`];
 //! `dead_lettered`, `deduplicated`, `retrying`, `unacked` and `handed_over` stay zero
 //! unless the subscriber is at-least-once, an [`AckReceiver`] or a group member).
-//! An event that matches no subscriber is counted as unrouted on its topic.
+//! An event that matches no subscriber is counted as unrouted on its topic. Beside the
+//! counts, each push subscriber reports how long its handler takes
+//! ([`SubscriberStats::latency`]: the p50 and p99 of one invocation in 16), and
+//! `bus.stats()` prints all of it as a table.
 //!
 //! ```
 //! use std::time::Duration;
@@ -613,6 +616,8 @@ mod inbox;
 #[cfg(not(loom))]
 mod lanes;
 #[cfg(not(loom))]
+mod latency;
+#[cfg(not(loom))]
 mod mailbox;
 #[cfg(not(loom))]
 mod message;
@@ -687,6 +692,7 @@ pub use crate::{
     },
     history::{History, Offset},
     lanes::Concurrent,
+    latency::Latency,
     message::Message,
     observe::{AnyEnvelope, Unrouted},
     policy::{Dispatch, DropReason, Overflow},

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::delivery::Delivery;
+use crate::latency::{Histogram, Latency};
 use crate::policy::{Dispatch, DropReason, Overflow};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
@@ -55,6 +56,8 @@ pub(crate) struct Counters {
     /// `DropOldest` evictions not yet reported to a receiver as `Lagged`.
     pub(crate) unreported_lag: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// The handler's sampled durations.
+    pub(crate) latency: Histogram,
 }
 
 impl Counters {
@@ -228,6 +231,9 @@ pub struct SubscriberStats {
     pub high_water: u64,
     /// The text of its latest failure.
     pub last_error: Option<String>,
+    /// How long its handler takes, from one invocation in 16 (a receiver's stays
+    /// empty).
+    pub latency: Latency,
 }
 
 impl SubscriberStats {
@@ -262,6 +268,7 @@ impl SubscriberStats {
             handed_over: 0,
             high_water: 0,
             last_error: None,
+            latency: Latency::default(),
         }
     }
 
@@ -392,6 +399,25 @@ impl BusStats {
     }
 }
 
+/// A duration in a few characters for the table ("850ns", "1.2µs", "35ms"); "-" for
+/// none.
+fn short(d: Option<std::time::Duration>) -> String {
+    let Some(d) = d else {
+        return "-".to_owned();
+    };
+    let nanos = d.as_nanos() as f64;
+    let (value, unit) = match nanos {
+        n if n < 1e3 => (n, "ns"),
+        n if n < 1e6 => (n / 1e3, "µs"),
+        n if n < 1e9 => (n / 1e6, "ms"),
+        n => (n / 1e9, "s"),
+    };
+    match value < 10.0 && unit != "ns" {
+        true => format!("{value:.1}{unit}"),
+        false => format!("{value:.0}{unit}"),
+    }
+}
+
 impl fmt::Display for BusStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let topic_width = self.topics.iter().map(|t| t.name.len()).max().unwrap_or(0).max(5);
@@ -411,13 +437,23 @@ impl fmt::Display for BusStats {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<name_width$}  {:>9}  {:>9}  {:>6}  {:>7}  {:>4}  {:>7}  {:>6}  {:>4}",
-            "subscriber", "accepted", "delivered", "failed", "retried", "dead", "dropped", "queued", "peak"
+            "{:<name_width$}  {:>9}  {:>9}  {:>6}  {:>7}  {:>4}  {:>7}  {:>6}  {:>4}  {:>7}  {:>7}",
+            "subscriber",
+            "accepted",
+            "delivered",
+            "failed",
+            "retried",
+            "dead",
+            "dropped",
+            "queued",
+            "peak",
+            "p50",
+            "p99"
         )?;
         for s in &self.subscribers {
             writeln!(
                 f,
-                "{:<name_width$}  {:>9}  {:>9}  {:>6}  {:>7}  {:>4}  {:>7}  {:>6}  {:>4}",
+                "{:<name_width$}  {:>9}  {:>9}  {:>6}  {:>7}  {:>4}  {:>7}  {:>6}  {:>4}  {:>7}  {:>7}",
                 s.name,
                 s.accepted,
                 s.delivered,
@@ -426,7 +462,9 @@ impl fmt::Display for BusStats {
                 s.dead_lettered,
                 s.dropped.total(),
                 s.queued + s.retrying + s.unacked,
-                s.high_water
+                s.high_water,
+                short(s.latency.p50),
+                short(s.latency.p99),
             )?;
         }
         if !self.groups.is_empty() {

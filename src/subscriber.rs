@@ -453,7 +453,12 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
                 Screened::Fresh(key) => handler(&env).map(|()| Attempt::Handled(key)),
             }
         };
-        let failure = match catch_unwind(AssertUnwindSafe(attempt)) {
+        let timed = self.counters.latency.start();
+        let outcome = catch_unwind(AssertUnwindSafe(attempt));
+        if let Some(start) = timed.filter(|_| !matches!(outcome, Ok(Ok(Attempt::Duplicate)))) {
+            self.counters.latency.record(start);
+        }
+        let failure = match outcome {
             // `invoke` runs under the run lock.
             Ok(Ok(Attempt::Handled(key))) => {
                 Counters::add_exclusive(&self.counters.delivered, 1);
@@ -815,6 +820,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         stats.refused = c.refused.load(Ordering::Relaxed);
         stats.handed_over = c.handed_over.load(Ordering::Relaxed);
         stats.last_error = c.last_error.lock().clone();
+        stats.latency = c.latency.latency();
         self.inbox.fill(&mut stats);
         stats
     }

@@ -68,7 +68,7 @@ pub struct History {
 /// The final counters of a subscriber, or of a group and every member it ever had.
 #[derive(Debug, Clone)]
 enum Finals {
-    Subscriber(SubscriberStats),
+    Subscriber(Box<SubscriberStats>),
     Group(GroupStats, Vec<SubscriberStats>),
 }
 
@@ -186,14 +186,14 @@ impl History {
         }
         self.finals
             .lock()
-            .insert(subscriber.to_owned(), Finals::Subscriber(stats));
+            .insert(subscriber.to_owned(), Finals::Subscriber(Box::new(stats)));
     }
 
     /// Records the final counters of a subscriber that stays subscribed.
     pub fn final_stats(&self, subscriber: &str, stats: SubscriberStats) {
         self.finals
             .lock()
-            .insert(subscriber.to_owned(), Finals::Subscriber(stats));
+            .insert(subscriber.to_owned(), Finals::Subscriber(Box::new(stats)));
     }
 
     /// Call from the handler.
