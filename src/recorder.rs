@@ -213,7 +213,7 @@ impl<E: Send + Sync + 'static> Recorder<E> {
     /// recorder has run; panics (naming what is still in flight) if it does not become
     /// idle within the idle timeout.
     #[track_caller]
-    fn settle(&self) -> Vec<Envelope<E>> {
+    fn after_idle(&self) -> Vec<Envelope<E>> {
         if let Some(bus) = self.bus.upgrade() {
             if !context::on_bus()
                 && !bus
@@ -242,7 +242,7 @@ impl<E: Send + Sync + Debug + 'static> Recorder<E> {
     /// become idle within the idle timeout.
     #[track_caller]
     pub fn assert_count(&self, n: usize) {
-        let events = self.settle();
+        let events = self.after_idle();
         if events.len() != n {
             panic!(
                 "expected {n} {} events, recorded {}:{}",
@@ -275,7 +275,7 @@ impl<E: Send + Sync + Debug + 'static> Recorder<E> {
     where
         E: PartialEq,
     {
-        let events = self.settle();
+        let events = self.after_idle();
         let differ = events.len() != expected.len() || events.iter().zip(expected).any(|(env, e)| **env != *e);
         if differ {
             let first = events
@@ -302,7 +302,7 @@ impl<E: Send + Sync + Debug + 'static> Recorder<E> {
     /// idle within the idle timeout.
     #[track_caller]
     pub fn assert_any(&self, predicate: impl Fn(&Envelope<E>) -> bool) -> Envelope<E> {
-        let events = self.settle();
+        let events = self.after_idle();
         match events.iter().find(|env| predicate(env)) {
             Some(env) => env.clone(),
             None => panic!(

@@ -8,6 +8,7 @@
 //! as in a test.
 
 use std::any::type_name;
+use std::collections::HashSet;
 use std::fmt::{Debug, Write};
 use std::time::Duration;
 
@@ -117,27 +118,24 @@ impl Scenario {
         let Some((root, _)) = &self.root else {
             panic!("the scenario has no flow yet: call when(event) first");
         };
-        let mut ids = vec![*root];
         // The events' own envelopes (the outer ones are the observations').
         let everything: Vec<AnyEnvelope> = self.everything.events().iter().map(|env| (**env).clone()).collect();
-        // An event may be observed before its cause (they are published on different
-        // threads): grow the set until nothing more joins it.
+        let mut members = HashSet::from([*root]);
+        let mut flow: Vec<AnyEnvelope> = everything.iter().filter(|env| env.id() == *root).cloned().collect();
+        // Each event joins after its cause. One may be observed before its cause (they
+        // are published on different threads): look again until nothing more joins.
         loop {
-            let before = ids.len();
+            let before = flow.len();
             for env in &everything {
-                let caused = env.causation_id().is_some_and(|c| ids.contains(&c));
-                if caused && !ids.contains(&env.id()) {
-                    ids.push(env.id());
+                let caused = env.causation_id().is_some_and(|c| members.contains(&c));
+                if caused && members.insert(env.id()) {
+                    flow.push(env.clone());
                 }
             }
-            if ids.len() == before {
-                break;
+            if flow.len() == before {
+                return flow;
             }
         }
-        // In the order they joined: each after its cause.
-        ids.iter()
-            .filter_map(|id| everything.iter().find(|env| env.id() == *id).cloned())
-            .collect()
     }
 
     /// Asserts that the flow published exactly `expected` events of type `R`, in this
