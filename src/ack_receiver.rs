@@ -180,6 +180,12 @@ pub(crate) struct AckShared<E: Send + Sync + 'static, I = Mailbox<Envelope<E>>> 
     me: Weak<Self>,
 }
 
+/// An inbox an ack receiver's gate can take from: its own mailbox, a ring seat, or a
+/// seat in a group of ack receivers.
+pub(crate) trait AckInbox<E>: Inbox<E> + Source<Envelope<E>> {}
+
+impl<E, I: Inbox<E> + Source<Envelope<E>>> AckInbox<E> for I {}
+
 /// What [`AckReceiver`] and [`AckHandle`] call, whatever the inbox.
 pub(crate) trait AckPort<E: Send + Sync + 'static>: Control {
     /// A delivery to hand out, with the idempotency key to remember on its ack.
@@ -203,7 +209,7 @@ pub(crate) enum Missed {
 impl<E, I> AckShared<E, I>
 where
     E: Send + Sync + 'static,
-    I: Inbox<E> + Source<Envelope<E>>,
+    I: AckInbox<E>,
 {
     pub(crate) fn new(
         registration: Arc<Registration<E, I>>,
@@ -243,7 +249,7 @@ where
 impl<E, I> AckPort<E> for AckShared<E, I>
 where
     E: Send + Sync + 'static,
-    I: Inbox<E> + Source<Envelope<E>>,
+    I: AckInbox<E>,
 {
     fn take(&self, how: Take) -> Result<(Envelope<E>, Option<KeyStamp>), Missed> {
         let sub = self.sub();
@@ -351,7 +357,7 @@ where
 impl<E, I> Control for AckShared<E, I>
 where
     E: Send + Sync + 'static,
-    I: Inbox<E> + Source<Envelope<E>>,
+    I: AckInbox<E>,
 {
     fn id(&self) -> SubscriberId {
         self.registration.id()
@@ -395,7 +401,7 @@ where
 impl<E, I> Wake for AckShared<E, I>
 where
     E: Send + Sync + 'static,
-    I: Inbox<E> + Source<Envelope<E>>,
+    I: AckInbox<E>,
 {
     fn wake(self: std::sync::Arc<Self>) {
         self.gate.wake(&self.registration.sub.inbox);

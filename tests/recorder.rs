@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use common::{on_threads, with_deadline};
+use common::{on_threads, panic_message, with_deadline};
 use crier::testing::Recorder;
 use crier::{Bus, Envelope, RecordError};
 
@@ -16,15 +15,6 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq)]
 struct Shipped(u32);
-
-/// The message of the panic `f` raises; fails the test if it does not panic.
-fn panic_message(f: impl FnOnce()) -> String {
-    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("the assertion should have failed");
-    match payload.downcast::<String>() {
-        Ok(message) => *message,
-        Err(payload) => payload.downcast_ref::<&str>().expect("a text panic").to_string(),
-    }
-}
 
 /// A bus whose pool subscriber ships every even order (a flow for the recorder to
 /// watch, with handlers that run after `publish` returns).

@@ -1,9 +1,11 @@
 //! `testing::Scenario`: the flow follows causation (and only it), each step passes
 //! when it should and fails with a message saying what was expected and what happened.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+mod common;
+
 use std::time::Duration;
 
+use common::panic_message;
 use crier::testing::Scenario;
 use crier::{Backoff, Bus, Envelope, Retry, Subscription};
 
@@ -15,15 +17,6 @@ struct Shipped(u32);
 
 #[derive(Debug, PartialEq)]
 struct Flagged(u32);
-
-/// The message of the panic `f` raises; fails the test if it does not panic.
-fn panic_message(f: impl FnOnce()) -> String {
-    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("the step should have failed");
-    match payload.downcast::<String>() {
-        Ok(message) => *message,
-        Err(payload) => payload.downcast_ref::<&str>().expect("a text panic").to_string(),
-    }
-}
 
 /// Orders (`u32`) are paid, then shipped; order 13 fails the fraud check, at least
 /// once with two attempts, so it is dead-lettered.

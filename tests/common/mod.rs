@@ -131,3 +131,14 @@ pub fn churn_group_under_checker(
     history.final_group(group, group_stats, members);
     history.check().assert_clean();
 }
+
+/// The message of the panic `f` raises (a failing assertion of the test kit); fails
+/// the test if it does not panic.
+pub fn panic_message(f: impl FnOnce()) -> String {
+    let payload =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("the assertion should have failed");
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload.downcast_ref::<&str>().expect("a text panic").to_string(),
+    }
+}
