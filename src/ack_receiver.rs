@@ -21,6 +21,7 @@ use crate::subscriber::{KeyStamp, Screened, Subscriber};
 use crate::subscription::{Control, Registration};
 use crate::sync::{Arc, Weak};
 use crate::timer::Wake;
+use crate::trace::{AfterFailure, TraceOutcome};
 
 /// An at-least-once pull subscription: every event it hands out is an [`AckHandle`]
 /// that must be acked, or it comes back.
@@ -190,7 +191,7 @@ impl<E, I: Inbox<E> + Source<Envelope<E>>> AckInbox<E> for I {}
 pub(crate) trait AckPort<E: Send + Sync + 'static>: Control {
     /// A delivery to hand out, with the idempotency key to remember on its ack.
     fn take(&self, how: Take) -> Result<(Envelope<E>, Option<KeyStamp>), Missed>;
-    fn ack(&self, key: Option<KeyStamp>);
+    fn ack(&self, env: &Envelope<E>, key: Option<KeyStamp>);
     fn nack(&self, env: Envelope<E>, failure: Failure) -> Result<Nack, AckError>;
     fn unacked(&self) -> usize;
     /// Events queued for it (a group member: the group's queue).
@@ -267,8 +268,12 @@ where
                 Lease::Closed => return Err(Missed::Closed),
             };
             match sub.screen_hand_out(&env) {
-                Ok(Screened::Fresh(key)) => return Ok((env, key)),
+                Ok(Screened::Fresh(key)) => {
+                    sub.trace(&env, || TraceOutcome::Received { attempt: env.attempt() });
+                    return Ok((env, key));
+                }
                 Ok(Screened::Duplicate) => {
+                    sub.trace(&env, || TraceOutcome::Deduplicated { attempt: env.attempt() });
                     let deduplicated = &sub.counters.deduplicated;
                     self.gate.settle(&sub.inbox, |_| Counters::add(deduplicated, 1));
                 }
@@ -280,8 +285,9 @@ where
         }
     }
 
-    fn ack(&self, key: Option<KeyStamp>) {
+    fn ack(&self, env: &Envelope<E>, key: Option<KeyStamp>) {
         let sub = self.sub();
+        sub.trace(env, || TraceOutcome::Acked { attempt: env.attempt() });
         // Remembered before the settle, so a duplicate taken after it is skipped.
         if let Some(key) = key {
             sub.remember_acked(key);
@@ -293,7 +299,7 @@ where
     fn nack(&self, env: Envelope<E>, failure: Failure) -> Result<Nack, AckError> {
         let sub = self.sub();
         // The error hook is user code: called before the gate's lock is taken.
-        let error = sub.note_failure(&env, failure);
+        let error_text = sub.note_failure(&env, failure);
         let next = env.attempt().saturating_add(1);
         // The retry of a group member that left: its group takes it (see below).
         let mut orphaned = Retries::new();
@@ -307,10 +313,16 @@ where
                         End::Shutdown => (DropReason::Shutdown, AckError::Closed),
                     };
                     sub.counters.drop_n(reason, 1);
+                    sub.trace(&env, || TraceOutcome::Failed {
+                        attempt: env.attempt(),
+                        took: None,
+                        error: crate::trace::clip(&error_text),
+                        then: AfterFailure::Dropped(reason),
+                    });
                     return Err((env, error));
                 }
             };
-            Ok(sub.schedule_retry(&self.retry, env, error, retries))
+            Ok(sub.schedule_retry(&self.retry, env, error_text, None, retries))
         });
         match settled {
             Ok(Ok(_)) if !orphaned.is_empty() => {
@@ -544,7 +556,7 @@ impl<E: Send + Sync + 'static> AckHandle<E> {
     /// it still counts.
     pub fn ack(mut self) {
         self.settled = true;
-        self.shared.ack(self.key);
+        self.shared.ack(&self.env, self.key);
     }
 
     /// The event failed: it comes back after the backoff, or becomes a dead letter if

@@ -344,7 +344,17 @@ impl<E: Send + Sync + 'static> RingReceiver<E> {
     pub(crate) fn take(&self, how: Take) -> Read<Envelope<E>> {
         let read = self.seat.read(how);
         match &read {
-            Read::Item { .. } => Counters::add(&self.counters.delivered, 1),
+            Read::Item { value, .. } => {
+                Counters::add(&self.counters.delivered, 1);
+                if let Some(traces) = self.topic.traces() {
+                    traces.step(
+                        value.id(),
+                        self.id,
+                        &self.name,
+                        crate::trace::TraceOutcome::Received { attempt: 1 },
+                    );
+                }
+            }
             Read::Lagged(n) => self.counters.drop_n(DropReason::Oldest, *n),
             Read::Empty | Read::Closed => {}
         }

@@ -17,6 +17,8 @@ pub(crate) struct Config {
     pub(crate) dispatch: Dispatch,
     pub(crate) drop_timeout: Duration,
     pub(crate) error_hook: Option<ErrorHook>,
+    /// Events the delivery traces keep, if on.
+    pub(crate) trace: Option<usize>,
 }
 
 /// Options for a [`Bus`]. Every subscriber option here is a default that
@@ -30,6 +32,7 @@ pub(crate) struct Config {
 /// | [`dispatch`](Self::dispatch) | [`Dispatch::Pool`] |
 /// | [`clock`](Self::clock) | [`SystemClock`] |
 /// | [`drop_timeout`](Self::drop_timeout) | 5 s |
+/// | [`trace`](Self::trace) | off |
 ///
 /// # Example
 ///
@@ -55,6 +58,7 @@ pub struct BusBuilder {
     clock: std::sync::Arc<dyn Clock>,
     drop_timeout: Duration,
     error_hook: Option<ErrorHook>,
+    trace: Option<usize>,
 }
 
 impl Default for BusBuilder {
@@ -67,6 +71,7 @@ impl Default for BusBuilder {
             clock: std::sync::Arc::new(SystemClock),
             drop_timeout: Duration::from_secs(5),
             error_hook: None,
+            trace: None,
         }
     }
 }
@@ -121,18 +126,61 @@ impl BusBuilder {
         self
     }
 
+    /// Keeps delivery traces of the last `events` published events, for
+    /// [`Bus::explain`](crate::Bus::explain): which subscribers each reached, each
+    /// attempt's outcome and duration, drops and their reasons, dedup skips, dead
+    /// letters, and the events it caused. Off by default.
+    ///
+    /// # Cost
+    ///
+    /// Every publish and every delivery step takes one bus-wide lock to record itself,
+    /// and every handler invocation reads the clock twice: use it in tests, in
+    /// development, or on a bus whose rate that lock can carry (BENCHMARKS.md gives the
+    /// measured cost). Memory is bounded: each event keeps at most 64 steps and each
+    /// error's text at most 256 bytes; budget about 1 KB per event of `events` for a
+    /// few subscribers. The oldest event is evicted for each new one once `events` are
+    /// kept ([`Bus::trace_stats`](crate::Bus::trace_stats) counts them).
+    ///
+    /// Not traced one by one (the stats count them): events a subscriber still held
+    /// when it left or the bus shut down, events a ring receiver lagged past, and
+    /// filter panics.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use crier::Bus;
+    ///
+    /// struct Signup(&'static str);
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::builder().inline().trace(10_000).build()?;
+    /// let _welcome = bus.subscriber::<Signup>().name("welcome-mail").subscribe(|_: &crier::Envelope<Signup>| {})?;
+    /// let receipt = bus.publish(Signup("ada"))?;
+    /// let explained = bus.explain(receipt.id)?;
+    /// assert_eq!(explained.steps[0].subscriber, "welcome-mail");
+    /// println!("{explained}");
+    /// # Ok(()) }
+    /// ```
+    pub fn trace(mut self, events: usize) -> Self {
+        self.trace = Some(events);
+        self
+    }
+
     /// Builds the bus. No thread starts until a subscriber needs one.
     ///
     /// # Errors
     ///
     /// [`BuildError::ZeroWorkers`] for `workers(0)`, [`BuildError::ZeroCapacity`] for
-    /// `capacity(0)`.
+    /// `capacity(0)`, [`BuildError::ZeroTraceCapacity`] for `trace(0)`.
     pub fn build(self) -> Result<Bus, BuildError> {
         if self.workers == 0 {
             return Err(BuildError::ZeroWorkers);
         }
         if self.capacity == 0 {
             return Err(BuildError::ZeroCapacity);
+        }
+        if self.trace == Some(0) {
+            return Err(BuildError::ZeroTraceCapacity);
         }
         Ok(self.assemble())
     }
@@ -145,6 +193,7 @@ impl BusBuilder {
             dispatch: self.dispatch,
             drop_timeout: self.drop_timeout,
             error_hook: self.error_hook,
+            trace: self.trace,
         };
         Bus::from_parts(config, self.clock)
     }
@@ -158,6 +207,7 @@ impl fmt::Debug for BusBuilder {
             .field("overflow", &self.overflow)
             .field("dispatch", &self.dispatch)
             .field("drop_timeout", &self.drop_timeout)
+            .field("trace", &self.trace)
             .finish()
     }
 }

@@ -26,6 +26,9 @@ use crate::subscription::{Control, Subscription};
 use crate::sync::{Arc, Mutex, Ordering};
 use crate::timer::Timer;
 use crate::topic::{Receipt, Topic, TopicCore, Wait};
+use crate::topology::Topology;
+use crate::trace::{ExplainError, Explanation, TraceStats};
+use crate::EventId;
 
 /// How long shutdown waits for threads to exit once it stopped waiting for handlers.
 const THREAD_EXIT_GRACE: Duration = Duration::from_millis(100);
@@ -305,8 +308,8 @@ impl Bus {
 
     pub(crate) fn from_parts(config: Config, clock: std::sync::Arc<dyn Clock>) -> Bus {
         let shared = BusShared {
+            runtime: Arc::new(Runtime::new(Timer::new(clock.clone()), config.trace)),
             config,
-            runtime: Arc::new(Runtime::new(Timer::new(clock.clone()))),
             clock,
             registry: Registry::new(),
             subscribers: DashMap::new(),
@@ -534,6 +537,89 @@ impl Bus {
     /// A snapshot of every topic's and subscriber's counters.
     pub fn stats(&self) -> BusStats {
         self.shared().stats()
+    }
+
+    /// What happened to the event `id`, from the delivery traces
+    /// ([`BusBuilder::trace`](crate::BusBuilder::trace)): which subscribers it reached,
+    /// each attempt's outcome and duration, whether it was dropped (and why),
+    /// deduplicated or dead-lettered, and the events it caused. Prints as a tree.
+    ///
+    /// A step appears once it happened: call it after
+    /// [`wait_idle`](Self::wait_idle) for the whole story.
+    ///
+    /// # Errors
+    ///
+    /// [`ExplainError::NotTracing`] if the bus keeps no traces,
+    /// [`ExplainError::Evicted`] if the event was traced but newer ones pushed it out,
+    /// [`ExplainError::Unknown`] if no such event was traced on this bus.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use crier::{Bus, Retry, TraceOutcome};
+    ///
+    /// struct Payment(u32);
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::builder().inline().trace(1_000).build()?;
+    /// let _charge = bus
+    ///     .subscriber::<Payment>()
+    ///     .name("charge")
+    ///     .at_least_once(Retry::ordered().max_attempts(2))
+    ///     .subscribe(|_: &crier::Envelope<Payment>| Err::<(), _>("card declined"))?;
+    /// let receipt = bus.publish(Payment(12))?;
+    /// bus.wait_idle(std::time::Duration::from_secs(5))?;
+    ///
+    /// let explained = bus.explain(receipt.id)?;
+    /// let attempts: Vec<_> = explained.steps_of("charge").collect();
+    /// assert!(matches!(attempts[0], TraceOutcome::Failed { attempt: 1, .. }));
+    /// assert!(matches!(attempts[1], TraceOutcome::Failed { attempt: 2, .. }));
+    /// assert_eq!(explained.caused.len(), 1, "the dead letter");
+    /// println!("{explained}");
+    /// # Ok(()) }
+    /// ```
+    pub fn explain(&self, id: EventId) -> Result<Explanation, ExplainError> {
+        match &self.shared().runtime.traces {
+            Some(traces) => traces.explain(id),
+            None => Err(ExplainError::NotTracing),
+        }
+    }
+
+    /// The bus's shape: topics, subscribers with their policies, groups, patterns,
+    /// and the causation links seen so far (which subscriber's handler published on
+    /// which topic, and how often; counted whether or not traces are on). Renders as
+    /// Mermaid ([`Topology::to_mermaid`]) or Graphviz DOT ([`Topology::to_dot`]).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use crier::{Bus, Envelope};
+    ///
+    /// struct Order(u32);
+    /// struct Invoice(u32);
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::builder().inline().build()?;
+    /// let publisher = bus.clone();
+    /// let _billing = bus
+    ///     .subscriber::<Order>()
+    ///     .name("billing")
+    ///     .subscribe(move |order: &Envelope<Order>| publisher.publish(Invoice(order.0)).map(|_| ()))?;
+    /// let _mail = bus.subscriber::<Invoice>().name("mail").subscribe(|_: &Envelope<Invoice>| {})?;
+    /// bus.publish(Order(1))?;
+    ///
+    /// let mermaid = bus.topology().to_mermaid();
+    /// assert!(mermaid.contains("caused 1"));
+    /// println!("{mermaid}");
+    /// # Ok(()) }
+    /// ```
+    pub fn topology(&self) -> Topology {
+        Topology::new(self.stats(), &self.shared().runtime.causation)
+    }
+
+    /// How full the trace store is, or `None` if the bus keeps no traces.
+    pub fn trace_stats(&self) -> Option<TraceStats> {
+        self.shared().runtime.traces.as_ref().map(crate::trace::Traces::stats)
     }
 
     /// Stops the bus gracefully and reports what happened to every accepted event.

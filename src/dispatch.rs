@@ -239,11 +239,17 @@ pub(crate) struct Runtime {
     pub(crate) key_hasher: KeyHasher,
     /// The topics of observers and of unrouted notices (see `observe`).
     pub(crate) watchers: Watchers,
+    /// Delivery traces, if the bus keeps them (see `trace`).
+    pub(crate) traces: Option<crate::trace::Traces>,
+    /// The causation links seen (see `topology`).
+    pub(crate) causation: crate::topology::Causation,
 }
 
 impl Runtime {
-    pub(crate) fn new(timer: Timer) -> Self {
+    pub(crate) fn new(timer: Timer, traces: Option<usize>) -> Self {
         Runtime {
+            traces: traces.map(crate::trace::Traces::new),
+            causation: crate::topology::Causation::default(),
             in_flight: InFlight::new(),
             closed: crate::sync::AtomicBool::new(false),
             sealed: crate::sync::AtomicBool::new(false),

@@ -324,6 +324,10 @@ pub enum BuildError {
     /// A default mailbox capacity of 0 could never hold an event; use at least 1.
     #[error("mailbox capacity must be at least 1")]
     ZeroCapacity,
+    /// A trace store of 0 events could never explain one; use at least 1, or leave
+    /// traces off.
+    #[error("delivery traces must keep at least 1 event")]
+    ZeroTraceCapacity,
 }
 
 /// A [`Receiver::recv`](crate::Receiver::recv) that returned no event.

@@ -568,6 +568,32 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # What happened to this event?
+//!
+//! A bus built with [`BusBuilder::trace`] keeps delivery traces of its last events
+//! (bounded, oldest evicted and counted; off by default, see its cost there).
+//! [`Bus::explain`] then says which subscribers an event reached, each attempt's
+//! outcome and duration, whether it was dropped (and why), deduplicated or
+//! dead-lettered, and which events it caused, printed as a tree:
+//!
+//! ```text
+//! event b4135e9d000000000000000000000001 (u32) on "u32", seq 1
+//! ├─ payment: handled attempt 1 in 12.514µs
+//! ├─ fraud-check: attempt 1 failed in 9.688µs: card reported stolen; retry in 5ms
+//! ├─ fraud-check: attempt 2 failed in 3.947µs: card reported stolen; retry in 10ms
+//! ├─ fraud-check: attempt 3 failed in 6.101µs: card reported stolen; dead-lettered
+//! ├─ caused event b4135e9d000000010000000000000001 (explain::Paid) on "explain::Paid", seq 1
+//! │  └─ shipping: handled attempt 1 in 12.874µs
+//! └─ caused event b4135e9d000000020000000000000000 (crier::dead_letter::DeadLetter<u32>) on "…", seq 0
+//!    └─ alerts: handled attempt 1 in 25.087µs
+//! ```
+//!
+//! [`Bus::topology`] describes the wiring: topics, subscribers with their policies,
+//! groups, patterns, and the causation links seen at run time (which subscriber's
+//! handler published on which topic, how often; counted with or without traces). It
+//! renders as Mermaid ([`Topology::to_mermaid`]) or Graphviz DOT ([`Topology::to_dot`]),
+//! 100 topics per page. `examples/explain.rs` shows both.
+//!
 //! # Features
 //!
 //! - `serde`: `Serialize` for [`BusStats`], [`ShutdownReport`] and the types in them;
@@ -669,6 +695,10 @@ mod timer;
 mod topic;
 #[cfg(not(loom))]
 mod topic_history;
+#[cfg(not(loom))]
+mod topology;
+#[cfg(not(loom))]
+mod trace;
 mod wake_one;
 
 #[cfg(loom)]
@@ -703,6 +733,8 @@ pub use crate::{
     subscribe::{HandlerResult, SubscriberBuilder},
     subscription::Subscription,
     topic::{Receipt, Topic},
+    topology::{CausationLink, Topology},
+    trace::{AfterFailure, ExplainError, Explanation, TraceOutcome, TraceStats, TraceStep},
 };
 
 #[cfg(all(not(loom), feature = "serde"))]

@@ -13,6 +13,7 @@ use crate::ring::Read;
 use crate::stats::{Counters, SubscriberId, SubscriberStats};
 use crate::subscription::{Control, Registration};
 use crate::sync::{Arc, Ordering};
+use crate::trace::TraceOutcome;
 
 /// A subscription the caller drains, instead of a handler the bus runs.
 ///
@@ -132,6 +133,14 @@ impl<E: Send + Sync + 'static> Receiver<E> {
         match popped {
             Pop::Item(value) => {
                 Counters::add(&counters.delivered, 1);
+                let received = || TraceOutcome::Received {
+                    attempt: value.attempt(),
+                };
+                match &self.source {
+                    Source::Mailbox(registration) => registration.sub.trace(&value, received),
+                    Source::Group(registration) => registration.sub.trace(&value, received),
+                    Source::Ring(_) => {}
+                }
                 Read::Item { value, depth: 0 }
             }
             Pop::Timeout => Read::Empty,

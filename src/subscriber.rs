@@ -46,7 +46,7 @@
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::bus::BusShared;
 use crate::context;
@@ -68,6 +68,7 @@ use crate::stats::{Consumer, Counters, SubscriberId, SubscriberStats};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, Weak};
 use crate::timer::Wake;
 use crate::topic::Wait;
+use crate::trace::{self, AfterFailure, TraceOutcome};
 use crate::wake_one::{Member, Members};
 
 pub(crate) type Handler<E> = Box<dyn FnMut(&Envelope<E>) -> Result<(), BoxError> + Send>;
@@ -315,9 +316,10 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
     }
 
     /// Counts an accepted event its overflow policy dropped.
-    pub(crate) fn dropped_on_arrival(&self, reason: DropReason) {
+    pub(crate) fn dropped_on_arrival(&self, env: &Envelope<E>, reason: DropReason) {
         Counters::add_exclusive(&self.counters.accepted, 1);
         self.counters.drop_n(reason, 1);
+        self.trace(env, || TraceOutcome::Dropped(reason));
     }
 
     /// Hand-off, under the commit lock: take ownership of an idle subscriber.
@@ -381,7 +383,11 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
     /// all counted. Returns how many were dropped.
     pub(crate) fn give_up_retries(&self, retries: Vec<Envelope<E>>, reason: DropReason) -> u64 {
         let total = retries.len() as u64;
-        let dropped = self.inbox.hand_over(retries, reason).len() as u64;
+        let dropped = self.inbox.hand_over(retries, reason);
+        for env in &dropped {
+            self.trace(env, || TraceOutcome::Dropped(reason));
+        }
+        let dropped = dropped.len() as u64;
         Counters::add(&self.counters.handed_over, total - dropped);
         self.counters.drop_n(reason, dropped);
         Counters::sub(&self.counters.retrying, total);
@@ -454,14 +460,21 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             }
         };
         let timed = self.counters.latency.start();
+        let traced = self.runtime.traces.is_some().then(Instant::now);
         let outcome = catch_unwind(AssertUnwindSafe(attempt));
+        let took = traced.map(|start| start.elapsed());
         if let Some(start) = timed.filter(|_| !matches!(outcome, Ok(Ok(Attempt::Duplicate)))) {
             self.counters.latency.record(start);
         }
+        let attempt = env.attempt();
         let failure = match outcome {
             // `invoke` runs under the run lock.
             Ok(Ok(Attempt::Handled(key))) => {
                 Counters::add_exclusive(&self.counters.delivered, 1);
+                self.trace(&env, || TraceOutcome::Handled {
+                    attempt,
+                    took: took.unwrap_or_default(),
+                });
                 if let (Some(key), Some(seen)) = (key, seen.as_mut()) {
                     self.remember(seen, key);
                 }
@@ -470,6 +483,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             }
             Ok(Ok(Attempt::Duplicate)) => {
                 Counters::add(&self.counters.deduplicated, 1);
+                self.trace(&env, || TraceOutcome::Deduplicated { attempt });
                 self.inbox.finished(&env);
                 return true;
             }
@@ -479,6 +493,12 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         let text = self.note_failure(&env, failure);
         let Some(retry) = self.retry() else {
             Counters::add(&self.counters.failed, 1);
+            self.trace(&env, || TraceOutcome::Failed {
+                attempt,
+                took,
+                error: trace::clip(&text),
+                then: AfterFailure::Nothing,
+            });
             self.inbox.finished(&env);
             // `env` (maybe the last reference to the event) drops inside the scope, so
             // an event's `Drop` that calls into the bus counts as handler code.
@@ -487,7 +507,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         };
         // What its key holds back is lent with it (see `Inbox::parked`).
         let parked = self.lends().then(|| env.clone());
-        match self.schedule_retry(retry, env, text, retries) {
+        match self.schedule_retry(retry, env, text, took, retries) {
             Err(letter) => {
                 self.inbox.finished(&letter.envelope);
                 dead.push(letter);
@@ -549,6 +569,13 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         }
     }
 
+    /// Records a step of `env`'s delivery, if the bus keeps traces (see `trace`).
+    pub(crate) fn trace(&self, env: &Envelope<E>, outcome: impl FnOnce() -> TraceOutcome) {
+        if let Some(traces) = &self.runtime.traces {
+            traces.step(env.id(), self.public_id, &self.name, outcome());
+        }
+    }
+
     /// Records a failed attempt: the last error, then the error hook. Returns its text.
     pub(crate) fn note_failure(&self, env: &Envelope<E>, failure: Failure) -> String {
         let text = failure.to_string();
@@ -566,11 +593,19 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         retry: &Retry,
         env: Envelope<E>,
         error: String,
+        took: Option<Duration>,
         retries: &mut Retries<Envelope<E>>,
     ) -> Result<Option<SystemTime>, DeadLetter<E>> {
         let next = env.attempt().saturating_add(1);
+        let failed = |then| TraceOutcome::Failed {
+            attempt: env.attempt(),
+            took,
+            error: trace::clip(&error),
+            then,
+        };
         if !retry.allows(next) || env.attempt() == u32::MAX {
             Counters::add(&self.counters.dead_lettered, 1);
+            self.trace(&env, || failed(AfterFailure::DeadLettered));
             return Err(DeadLetter {
                 envelope: env,
                 subscriber: self.name.clone(),
@@ -581,6 +616,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         let delay = retry
             .backoff_schedule()
             .delay_jittered(env.attempt(), self.jitter_seed(&env));
+        self.trace(&env, || failed(AfterFailure::Retry { after: delay }));
         let now = self.runtime.timer.now();
         let due = due_after(now, delay);
         retries.push(due, env.with_attempt(next));
@@ -852,6 +888,7 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
         }
         if let Some(evicted) = self.inbox.push_evicting(env) {
             self.counters.drop_n(DropReason::Oldest, 1);
+            self.trace(&evicted, || TraceOutcome::Dropped(DropReason::Oldest));
             if self.lends() {
                 // Maybe a lent delivery: the runner settles it (see `retries`).
                 self.evicted.fetch_add(1, Ordering::AcqRel);
@@ -876,7 +913,7 @@ impl<E: Send + Sync + 'static> Subscriber<E> {
                 if self.inbox.slots().try_reserve() {
                     self.enqueue(env, false);
                 } else {
-                    self.dropped_on_arrival(DropReason::Newest);
+                    self.dropped_on_arrival(&env, DropReason::Newest);
                     if self.is_push() {
                         self.runtime.in_flight.finish(1);
                     }

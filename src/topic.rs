@@ -777,7 +777,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                         Plan::Queued { submit: sub.notify() }
                     }
                     Plan::Drop(reason) => {
-                        sub.dropped_on_arrival(reason);
+                        sub.dropped_on_arrival(&env, reason);
                         Plan::Skip
                     }
                     Plan::FilterPanicked(failure) => {
@@ -856,6 +856,11 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         }
     }
 
+    /// The bus's delivery traces, if it keeps them.
+    pub(crate) fn traces(&self) -> Option<&crate::trace::Traces> {
+        self.runtime.traces.as_ref()
+    }
+
     /// The receipt of a publish whose key was accepted at `seq`; its event is dropped.
     fn duplicate_of(&self, seq: u64) -> Receipt {
         self.deduplicated.fetch_add(1, Ordering::Relaxed);
@@ -872,6 +877,23 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         let id = EventId::new(self.id_prefix, seq);
         let parent = context::current();
         let correlation_id = draft.correlation_id.or(parent.map(|p| p.correlation)).unwrap_or(id);
+        if let Some(parent) = parent {
+            self.runtime
+                .causation
+                .record(parent.subscriber, self.id_prefix, &self.name);
+        }
+        if let Some(traces) = &self.runtime.traces {
+            // Under the commit lock: recorded before any subscriber can take the event.
+            traces.published(crate::trace::Published {
+                id,
+                type_name: std::any::type_name::<E>(),
+                topic: &self.name,
+                seq,
+                published_at: published_at.time(),
+                caused_by: parent.map(|p| p.event),
+                correlation_id,
+            });
+        }
         Envelope::new(std::sync::Arc::new(Shared {
             event: draft.event,
             meta: Metadata {

@@ -5,6 +5,7 @@
 //! perf record -g target/release/examples/profile pull crier 500000
 //! valgrind --tool=callgrind target/release/examples/profile inline crier 100000
 //! valgrind --tool=callgrind target/release/examples/profile inline "crier at" 100000
+//! valgrind --tool=callgrind target/release/examples/profile inline "crier traced" 100000
 //! ```
 
 use crier_benches::{inline, pull, push, Contender};
@@ -28,7 +29,7 @@ fn main() {
             .into_iter()
             .chain(push::PEERS)
             .collect(),
-        "inline" => [inline::CRIER, inline::CRIER_AT_LEAST_ONCE]
+        "inline" => [inline::CRIER, inline::CRIER_AT_LEAST_ONCE, inline::CRIER_TRACED]
             .into_iter()
             .chain(inline::PEERS)
             .collect(),

@@ -317,7 +317,11 @@ pub mod inline {
     }];
 
     fn crier_with(handlers: usize, at_least_once: bool, events: u64) -> Duration {
-        let bus = crier::Bus::builder().inline().build().expect("valid options");
+        crier_on(crier::Bus::builder().inline(), handlers, at_least_once, events)
+    }
+
+    fn crier_on(builder: crier::BusBuilder, handlers: usize, at_least_once: bool, events: u64) -> Duration {
+        let bus = builder.build().expect("valid options");
         let subscriptions: Vec<_> = (0..handlers)
             .map(|_| {
                 options(bus.subscriber(), at_least_once)
@@ -349,6 +353,17 @@ pub mod inline {
 
     pub fn crier_at_least_once(events: u64) -> Duration {
         crier_with(HANDLERS, true, events)
+    }
+
+    /// As [`crier`], on a bus that keeps delivery traces of its last 10,000 events:
+    /// what `BusBuilder::trace` costs.
+    pub const CRIER_TRACED: Contender = Contender {
+        name: "crier traced",
+        run: crier_traced,
+    };
+
+    pub fn crier_traced(events: u64) -> Duration {
+        crier_on(crier::Bus::builder().inline().trace(10_000), HANDLERS, false, events)
     }
 
     /// One inline handler: with [`crier`] it separates the fixed cost per event from
