@@ -346,14 +346,8 @@ impl<E: Send + Sync + 'static> RingReceiver<E> {
         match &read {
             Read::Item { value, .. } => {
                 Counters::add(&self.counters.delivered, 1);
-                if let Some(traces) = self.topic.traces() {
-                    traces.step(
-                        value.id(),
-                        self.id,
-                        &self.name,
-                        crate::trace::TraceOutcome::Received { attempt: 1 },
-                    );
-                }
+                let received = || crate::trace::TraceOutcome::Received { attempt: 1 };
+                crate::trace::record(self.topic.traces(), value, self.id, &self.name, received);
             }
             Read::Lagged(n) => self.counters.drop_n(DropReason::Oldest, *n),
             Read::Empty | Read::Closed => {}

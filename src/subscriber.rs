@@ -449,6 +449,8 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             correlation: env.correlation_id(),
             subscriber: self.id,
         });
+        #[cfg(feature = "tracing")]
+        let _span = crate::telemetry::delivery_span(&env, &self.name);
         // The key function is user code too: a panic in it is a failed attempt.
         let attempt = || -> Result<Attempt, BoxError> {
             let Some(seen) = seen.as_mut() else {
@@ -571,9 +573,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
 
     /// Records a step of `env`'s delivery, if the bus keeps traces (see `trace`).
     pub(crate) fn trace(&self, env: &Envelope<E>, outcome: impl FnOnce() -> TraceOutcome) {
-        if let Some(traces) = &self.runtime.traces {
-            traces.step(env.id(), self.public_id, &self.name, outcome());
-        }
+        trace::record(self.runtime.traces.as_ref(), env, self.public_id, &self.name, outcome);
     }
 
     /// Records a failed attempt: the last error, then the error hook. Returns its text.

@@ -28,6 +28,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::envelope::Envelope;
 use crate::policy::DropReason;
 use crate::registry::TopicName;
 use crate::stats::SubscriberId;
@@ -259,6 +260,33 @@ impl Store {
             caused,
             caused_omitted,
         }
+    }
+}
+
+/// Records a step of `env`'s delivery to a subscriber wherever it is wanted: the
+/// bus's store (`traces`), and with the `tracing` feature, `tracing` (see
+/// `telemetry`). `outcome` runs only if one of them wants it.
+pub(crate) fn record<E>(
+    traces: Option<&Traces>,
+    env: &Envelope<E>,
+    subscriber_id: SubscriberId,
+    subscriber: &Arc<str>,
+    outcome: impl FnOnce() -> TraceOutcome,
+) {
+    #[cfg(feature = "tracing")]
+    let emits = crate::telemetry::wants_steps();
+    #[cfg(not(feature = "tracing"))]
+    let emits = false;
+    if traces.is_none() && !emits {
+        return;
+    }
+    let outcome = outcome();
+    #[cfg(feature = "tracing")]
+    if emits {
+        crate::telemetry::step(env, subscriber, &outcome);
+    }
+    if let Some(traces) = traces {
+        traces.step(env.id(), subscriber_id, subscriber, outcome);
     }
 }
 
