@@ -12,6 +12,9 @@ pub(crate) struct Delivery {
     pub(crate) event: EventId,
     pub(crate) correlation: EventId,
     pub(crate) subscriber: SubscriberId,
+    /// The id its user knows the subscriber by: a lane's is its subscriber's (see
+    /// `lanes`). Causation links name this one.
+    pub(crate) public: SubscriberId,
 }
 
 thread_local! {

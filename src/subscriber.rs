@@ -448,6 +448,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             event: env.id(),
             correlation: env.correlation_id(),
             subscriber: self.id,
+            public: self.public_id,
         });
         #[cfg(feature = "tracing")]
         let _span = crate::telemetry::delivery_span(&env, &self.name);
@@ -647,6 +648,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
                 event: letter.envelope.id(),
                 correlation: letter.envelope.correlation_id(),
                 subscriber: self.id,
+                public: self.public_id,
             });
             // No dead letter of a dead letter.
             if letter.envelope.is_dead_letter() {

@@ -878,9 +878,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
         let parent = context::current();
         let correlation_id = draft.correlation_id.or(parent.map(|p| p.correlation)).unwrap_or(id);
         if let Some(parent) = parent {
-            self.runtime
-                .causation
-                .record(parent.subscriber, self.id_prefix, &self.name);
+            self.runtime.causation.record(parent.public, self.id_prefix, &self.name);
         }
         if let Some(traces) = &self.runtime.traces {
             // Under the commit lock: recorded before any subscriber can take the event.

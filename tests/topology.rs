@@ -178,3 +178,22 @@ fn thousands_of_topics_render_a_page_at_a_time() {
     );
     assert!(topology.page(5_000, 10).topics.is_empty());
 }
+
+#[test]
+fn a_keyed_parallel_subscribers_links_are_its_own_not_its_lanes() {
+    let bus = Bus::builder().workers(2).build().unwrap();
+    let publisher = bus.clone();
+    let _fan = bus
+        .subscriber::<u32>()
+        .name("fan")
+        .concurrency(2)
+        .subscribe(move |n: &Envelope<u32>| publisher.publish(Paid(**n)).map(|_| ()))
+        .unwrap();
+    for n in 0..10_u32 {
+        bus.message(n).key(n.to_string()).publish().unwrap();
+    }
+    bus.wait_idle(IDLE).unwrap();
+    let fan = bus.stats().subscriber("fan").unwrap().id;
+    let links: Vec<_> = bus.topology().links.iter().map(|l| (l.subscriber, l.count)).collect();
+    assert_eq!(links, [(fan, 10)]);
+}
