@@ -121,9 +121,10 @@ impl<E: Send + Sync + 'static> Seat<E> {
     }
 
     /// Passes over everything unread, letting those events go; returns `(queued,
-    /// lagged past)` as they were.
-    pub(crate) fn skip_unread(&self) -> (u64, u64) {
-        let skipped = self.ring.skip_to(&self.reader.cursor, self.end());
+    /// lagged past)` as they were. `seen`, if given, is shown each event let go that
+    /// the ring still held.
+    pub(crate) fn skip_unread(&self, seen: Option<&mut dyn FnMut(Envelope<E>)>) -> (u64, u64) {
+        let skipped = self.ring.skip_to(&self.reader.cursor, self.end(), seen);
         let queued = skipped.min(self.reader.cursor.capacity());
         (queued, skipped - queued)
     }
@@ -394,7 +395,14 @@ impl<E: Send + Sync + 'static> Control for RingReceiver<E> {
             }
         }
         // What it had not read is dropped, counted as a mailbox's backlog would be.
-        let (queued, lagged) = self.seat.skip_unread();
+        let mut unread = |env: Envelope<E>| {
+            let dropped = || crate::trace::TraceOutcome::Dropped(DropReason::Unsubscribed);
+            crate::trace::record(self.topic.traces(), &env, self.id, &self.name, dropped);
+        };
+        let traced = crate::trace::wanted(self.topic.traces());
+        let (queued, lagged) = self
+            .seat
+            .skip_unread(traced.then_some(&mut unread as &mut dyn FnMut(_)));
         self.counters.drop_n(DropReason::Unsubscribed, queued);
         self.counters.drop_n(DropReason::Oldest, lagged);
         self.stats()

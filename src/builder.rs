@@ -141,9 +141,10 @@ impl BusBuilder {
     /// few subscribers. The oldest event is evicted for each new one once `events` are
     /// kept ([`Bus::trace_stats`](crate::Bus::trace_stats) counts them).
     ///
-    /// Not traced one by one (the stats count them): events a subscriber still held
-    /// when it left or the bus shut down, events a ring receiver lagged past, and
-    /// filter panics.
+    /// Every step is traced where it happens, including what a subscriber still held
+    /// when it left or the bus shut down, and a filter that panicked; except the
+    /// events a `DropOldest` receiver on the topic's ring was overtaken by, which the
+    /// ring overwrites before anyone sees them (counted in its stats as `dropped`).
     ///
     /// # Example
     ///

@@ -600,7 +600,7 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         // Never called: members are never handed an event (they are not inline).
     }
 
-    fn discard(&self) -> (u64, u64) {
+    fn discard(&self, mut seen: Option<&mut dyn FnMut(Envelope<E>)>) -> (u64, u64) {
         // What is queued is the group's: it stays for the others, unless this member
         // was the last and dissolved the group. Then it takes what is left, to be
         // dropped and counted as its own (nobody else may pop any more).
@@ -608,11 +608,15 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
             return (0, 0);
         }
         let intake = &self.group.hub.inbox;
-        let mut n = intake.clear() as u64;
+        let reborrowed = seen.as_mut().map(|seen| &mut **seen as &mut dyn FnMut(Envelope<E>));
+        let (mut n, _) = intake.discard(reborrowed);
         // Lent events are in flight again once cleared (A5): dropped like the rest.
         if let Some(routed) = self.group.with_affinity(Affinity::clear) {
             intake.slots().release(routed.len());
             n += routed.len() as u64;
+            if let Some(seen) = seen {
+                routed.into_iter().for_each(seen);
+            }
         }
         self.count_taken(n);
         (n, 0)

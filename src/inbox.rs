@@ -37,7 +37,7 @@ pub(crate) trait Inbox<E>: Send + Sync + Sized + 'static {
     fn release_handed(&self);
 
     /// Drops everything not yet taken; returns `(queued, lagged past)`.
-    fn discard(&self) -> (u64, u64);
+    fn discard(&self, seen: Option<&mut dyn FnMut(Envelope<E>)>) -> (u64, u64);
 
     /// A taken event is done with for good: handled, skipped as a duplicate, failed
     /// with no retry, or dead-lettered (a group with key affinity frees its key, see
@@ -103,8 +103,15 @@ impl<E: Send + Sync + 'static> Inbox<E> for Mailbox<Envelope<E>> {
         self.slots().release(1);
     }
 
-    fn discard(&self) -> (u64, u64) {
-        (self.clear() as u64, 0)
+    fn discard(&self, mut seen: Option<&mut dyn FnMut(Envelope<E>)>) -> (u64, u64) {
+        let mut n = 0;
+        while let Some(env) = self.pop() {
+            if let Some(seen) = seen.as_mut() {
+                seen(env);
+            }
+            n += 1;
+        }
+        (n, 0)
     }
 
     fn leave(sub: &Subscriber<E, Self>, topic: &TopicCore<E>) {
@@ -151,8 +158,8 @@ impl<E: Send + Sync + 'static> Inbox<E> for Seat<E> {
         // mailbox.
     }
 
-    fn discard(&self) -> (u64, u64) {
-        self.skip_unread()
+    fn discard(&self, seen: Option<&mut dyn FnMut(Envelope<E>)>) -> (u64, u64) {
+        self.skip_unread(seen)
     }
 
     fn leave(sub: &Subscriber<E, Self>, topic: &TopicCore<E>) {

@@ -233,15 +233,6 @@ impl<T> Mailbox<T> {
         select.recv(&other.rx);
         ready_by(select, deadline)
     }
-
-    /// Pops and drops every queued item; returns how many.
-    pub(crate) fn clear(&self) -> usize {
-        let mut n = 0;
-        while self.pop().is_some() {
-            n += 1;
-        }
-        n
-    }
 }
 
 /// Blocks until one of `select`'s channels is ready or the deadline passes (`false`).

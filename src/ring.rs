@@ -251,7 +251,7 @@ impl<T: Clone> Ring<T> {
             if depth > cursor.capacity {
                 let keep_from = head - cursor.capacity;
                 if self.advance(cursor, raw, keep_from) {
-                    self.give_up(next, keep_from);
+                    self.give_up(next, keep_from, None);
                     return Read::Lagged(keep_from - next);
                 }
                 continue;
@@ -294,8 +294,9 @@ impl<T: Clone> Ring<T> {
     }
 
     /// Moves `cursor` to `to` at once (its receiver left) and gives up the positions it
-    /// skipped; returns how many. Wakes writers waiting for it.
-    pub(crate) fn skip_to(&self, cursor: &Cursor, to: u64) -> u64 {
+    /// skipped; returns how many. Wakes writers waiting for it. `seen`, if given, is
+    /// shown each skipped value the ring still holds (for delivery traces).
+    pub(crate) fn skip_to(&self, cursor: &Cursor, to: u64, seen: Option<&mut dyn FnMut(T)>) -> u64 {
         loop {
             let raw = cursor.next.load(Ordering::Acquire);
             let next = raw & !WAITING;
@@ -303,7 +304,7 @@ impl<T: Clone> Ring<T> {
                 return 0;
             }
             if self.advance(cursor, raw, to) {
-                self.give_up(next, to);
+                self.give_up(next, to, seen);
                 return to - next;
             }
         }
@@ -311,24 +312,26 @@ impl<T: Clone> Ring<T> {
 
     /// A cursor passed `[from, to)` without reading: each slot still holding one of
     /// those positions has one reader fewer, and the last one drops the value, so what
-    /// no receiver will read does not stay alive until it is overwritten.
-    fn give_up(&self, from: u64, to: u64) {
+    /// no receiver will read does not stay alive until it is overwritten. `seen` gets
+    /// a clone of each, outside the slot's lock.
+    fn give_up(&self, from: u64, to: u64, mut seen: Option<&mut dyn FnMut(T)>) {
         let oldest = to.saturating_sub(self.capacity() as u64);
         for pos in from.max(oldest)..to {
-            let value = {
+            let (value, shown) = {
                 let mut slot = self.slot(pos).lock();
                 if slot.pos != pos {
                     continue;
                 }
                 slot.unread = slot.unread.saturating_sub(1);
-                if slot.unread == 0 {
-                    slot.value.take()
-                } else {
-                    None
-                }
+                let shown = seen.is_some().then(|| slot.value.clone()).flatten();
+                let value = if slot.unread == 0 { slot.value.take() } else { None };
+                (value, shown)
             };
             // Outside the slot's lock: the value's `Drop` may be user code.
             drop(value);
+            if let (Some(seen), Some(shown)) = (seen.as_mut(), shown) {
+                seen(shown);
+            }
         }
     }
 

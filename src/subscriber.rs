@@ -356,9 +356,12 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
     /// run lock held (passing what it guards), or from the runner's own thread (see
     /// `retire`).
     fn discard(&self, handed: Option<Envelope<E>>, retries: Vec<Envelope<E>>, reason: DropReason) {
-        let (mut n, lagged) = self.inbox.discard();
+        let mut unread = |env: Envelope<E>| self.trace(&env, || TraceOutcome::Dropped(reason));
+        let traced = trace::wanted(self.runtime.traces.as_ref());
+        let (mut n, lagged) = self.inbox.discard(traced.then_some(&mut unread as &mut dyn FnMut(_)));
         if let Some(env) = handed {
             self.inbox.release_handed();
+            self.trace(&env, || TraceOutcome::Dropped(reason));
             drop(env);
             n += 1;
         }

@@ -77,6 +77,7 @@ use crate::subscribe::{HandlerResult, SubscriberBuilder};
 use crate::subscriber::{Admission, Parts, Subscriber};
 use crate::subscription::Subscription;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::trace::{AfterFailure, TraceOutcome};
 use crate::Clock;
 
 /// What a successful publish tells the caller.
@@ -825,6 +826,12 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                     Plan::HandedOff => inline = true,
                     Plan::FilterPanicked(_) => {
                         if let Plan::FilterPanicked(failure) = std::mem::replace(&mut target.plan, Plan::Skip) {
+                            target.sub.trace(&env, || TraceOutcome::Failed {
+                                attempt: env.attempt(),
+                                took: None,
+                                error: crate::trace::clip(&failure.to_string()),
+                                then: AfterFailure::Nothing,
+                            });
                             target.sub.report_failure(&env, failure);
                         }
                     }

@@ -18,9 +18,10 @@
 //! Causation is not stored twice: a record names its cause, and `explain` builds the
 //! tree of events each one caused from one pass over the store.
 //!
-//! Not traced one by one (they are counted in the stats): events a subscriber still
-//! held when it left or the bus shut down, events a ring receiver lagged past, and
-//! filter panics.
+//! What a subscriber held when it left or the bus shut down is traced as it is let go
+//! (a mailbox shows each event it pops; the ring shows each one it still holds). Not
+//! traced one by one: events a `DropOldest` ring receiver was overtaken by, which the
+//! ring overwrote before anyone let them go (the stats count them).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -261,6 +262,16 @@ impl Store {
             caused_omitted,
         }
     }
+}
+
+/// Whether a step would be recorded anywhere (see [`record`]): to skip gathering
+/// what only traces need.
+pub(crate) fn wanted(traces: Option<&Traces>) -> bool {
+    #[cfg(feature = "tracing")]
+    let emits = crate::telemetry::wants_steps();
+    #[cfg(not(feature = "tracing"))]
+    let emits = false;
+    traces.is_some() || emits
 }
 
 /// Records a step of `env`'s delivery to a subscriber wherever it is wanted: the

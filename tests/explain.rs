@@ -310,3 +310,97 @@ fn a_long_error_is_kept_cut() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn what_a_subscriber_held_when_it_left_is_explained_as_dropped() {
+    let bus = Bus::builder().trace(100).build().unwrap();
+    // On the topic's ring, and with a mailbox of its own (a filter gives it one).
+    let on_ring = bus.subscriber::<u32>().name("ring").receiver().unwrap();
+    let in_mailbox = bus
+        .subscriber::<u32>()
+        .name("mailbox")
+        .filter(|_: &u32| true)
+        .receiver()
+        .unwrap();
+    let ids: Vec<_> = (0..3_u32).map(|n| bus.publish(n).unwrap().id).collect();
+    assert_eq!(*on_ring.recv().unwrap(), 0);
+    drop(on_ring);
+    drop(in_mailbox);
+
+    let dropped = |name| {
+        ids.iter()
+            .map(|id| {
+                bus.explain(*id)
+                    .unwrap()
+                    .steps_of(name)
+                    .any(|s| *s == TraceOutcome::Dropped(DropReason::Unsubscribed))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(dropped("ring"), [false, true, true], "event 0 was received");
+    assert_eq!(dropped("mailbox"), [true, true, true]);
+}
+
+#[test]
+fn what_shutdown_let_go_is_explained_as_dropped() {
+    // One worker, held by `blocker`: `waiting`'s events stay queued until shutdown.
+    let bus = Bus::builder().workers(1).trace(100).build().unwrap();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let _blocker = bus
+        .subscriber::<Paid>()
+        .name("blocker")
+        .subscribe(move |_: &Envelope<Paid>| {
+            started_tx.send(()).unwrap();
+            let _ = released.lock().unwrap().recv();
+        })
+        .unwrap();
+    let _waiting = bus
+        .subscriber::<u32>()
+        .name("waiting")
+        .subscribe(|_: &Envelope<u32>| {})
+        .unwrap();
+    bus.publish(Paid(0)).unwrap();
+    started.recv().unwrap();
+    let ids: Vec<_> = (0..3_u32).map(|n| bus.publish(n).unwrap().id).collect();
+
+    let stopper = bus.clone();
+    let shutdown = std::thread::spawn(move || stopper.shutdown(Duration::from_millis(50)).unwrap());
+    // Shutdown waits its 50 ms, then drops what is queued; only then is the worker let go.
+    while !bus
+        .stats()
+        .subscriber("waiting")
+        .is_some_and(|s| s.dropped.shutdown == 3)
+    {
+        std::thread::yield_now();
+    }
+    release.send(()).unwrap();
+    let report = shutdown.join().unwrap();
+    assert_eq!(report.pending, 3, "{report:?}");
+    for id in ids {
+        let steps: Vec<_> = bus.explain(id).unwrap().steps_of("waiting").cloned().collect();
+        assert_eq!(steps, [TraceOutcome::Dropped(DropReason::Shutdown)]);
+    }
+}
+
+#[test]
+fn a_filter_that_panics_is_explained_as_a_failure() {
+    let bus = Bus::builder().inline().trace(10).build().unwrap();
+    let _picky = bus
+        .subscriber::<u32>()
+        .name("picky")
+        .filter(|n: &u32| if *n == 13 { panic!("unlucky") } else { true })
+        .subscribe(|_: &Envelope<u32>| {})
+        .unwrap();
+    let id = bus.publish(13_u32).unwrap().id;
+    match &bus.explain(id).unwrap().steps_of("picky").collect::<Vec<_>>()[..] {
+        [TraceOutcome::Failed {
+            attempt: 1,
+            took: None,
+            error,
+            then: AfterFailure::Nothing,
+        }] => assert!(error.contains("unlucky"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+}
