@@ -347,7 +347,9 @@ impl<E: Send + Sync + 'static> RingReceiver<E> {
         match &read {
             Read::Item { value, .. } => {
                 Counters::add(&self.counters.delivered, 1);
-                let received = || crate::trace::TraceOutcome::Received { attempt: 1 };
+                let received = || crate::trace::TraceOutcome::Received {
+                    attempt: value.attempt(),
+                };
                 crate::trace::record(self.topic.traces(), value, self.id, &self.name, received);
             }
             Read::Lagged(n) => self.counters.drop_n(DropReason::Oldest, *n),

@@ -466,7 +466,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             }
         };
         let timed = self.counters.latency.start();
-        let traced = self.runtime.traces.is_some().then(Instant::now);
+        let traced = trace::wanted(self.runtime.traces.as_ref()).then(Instant::now);
         let outcome = catch_unwind(AssertUnwindSafe(attempt));
         let took = traced.map(|start| start.elapsed());
         if let Some(start) = timed.filter(|_| !matches!(outcome, Ok(Ok(Attempt::Duplicate)))) {

@@ -1,5 +1,5 @@
 //! Promise 10, measured: heap bounds of dedup windows and dead-letter stores under a
-//! million events, and of a history import, with a counting allocator
+//! million events, of a history import, and of a delivery trace store, with a counting allocator
 //! (RELIABILITY-PLAN G3 and J4, and B7 at full scale).
 //!
 //! In the benchmark package because the allocator needs `unsafe`, which crier forbids
@@ -155,4 +155,45 @@ fn an_import_into_a_bounded_history_holds_only_what_it_keeps() {
     assert_eq!(compacted.history().len(), 100, "the latest reading per sensor");
     eprintln!("import of 50,000 events (100 keys) into a compacted history: peak {growth} bytes");
     assert!(growth <= 100 * 1024 + MIB, "grew {growth} bytes");
+}
+
+/// The documented budget of a traced event (`BusBuilder::trace`) with a few subscribers
+/// (measured below: about 1,100 bytes kept, 1,370 at the peak, while the store's map
+/// grows).
+const BYTES_PER_TRACED_EVENT: isize = 1536;
+
+/// Delivery traces: a store of 10,000 events under 200,000 publishes, each reaching 4
+/// subscribers, one of which fails every event with a 200-byte error (at most once, so
+/// 4 steps per event). The store keeps 10,000 events, evicts the rest, and the heap
+/// never grows beyond 10,000 × `BYTES_PER_TRACED_EVENT` + 1 MiB.
+#[test]
+fn a_trace_store_stays_within_its_heap_bound() {
+    let _one = MEASURING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let bus = Bus::builder().inline().trace(10_000).build().unwrap();
+    let mut subs: Vec<_> = (0..3)
+        .map(|n| {
+            bus.subscriber::<u64>()
+                .name(format!("ok-{n}"))
+                .subscribe(|_: &Envelope<u64>| {})
+                .unwrap()
+        })
+        .collect();
+    let error = "e".repeat(200);
+    subs.push(
+        bus.subscriber::<u64>()
+            .name("failing")
+            .subscribe(move |_: &Envelope<u64>| Err::<(), _>(error.clone()))
+            .unwrap(),
+    );
+    let before = live_bytes();
+    let growth = peak_growth(|| {
+        for n in 0..200_000_u64 {
+            bus.publish(n).unwrap();
+        }
+    });
+    let traces = bus.trace_stats().unwrap();
+    assert_eq!((traces.kept, traces.evicted), (10_000, 190_000));
+    let kept = live_bytes() - before;
+    eprintln!("trace store of 10,000 events, 4 steps each: peak {growth} bytes, {kept} bytes kept after");
+    assert!(growth <= 10_000 * BYTES_PER_TRACED_EVENT + MIB, "grew {growth} bytes");
 }
