@@ -363,7 +363,9 @@ impl Style for Mermaid {
     fn edge(&self, out: &mut String, from: &Node, to: &Node, label: Option<&str>) -> fmt::Result {
         match label {
             None => writeln!(out, "  {from} --> {to}"),
-            Some(label) => writeln!(out, "  {from} -. {} .-> {to}", Mermaid::quote(label)),
+            // Edge labels are the bus's own ("caused 12"): no quoting needed, which
+            // every Mermaid version reads.
+            Some(label) => writeln!(out, "  {from} -.->|{label}| {to}"),
         }
     }
 

@@ -95,11 +95,7 @@ fn the_topology_lists_the_wiring_and_counts_the_links_seen() {
         s("payment")
     ));
     has(format!("  {} --> {}", t("u32"), s("payment")));
-    has(format!(
-        "  {} -. \"caused 3\" .-> {}",
-        s("payment"),
-        t("topology::Paid")
-    ));
+    has(format!("  {} -.->|caused 3| {}", s("payment"), t("topology::Paid")));
     has(format!(
         "  {}(\"audit<br/>receiver, at-most-once<br/>DropOldest 64\")",
         s("audit")
@@ -147,7 +143,7 @@ fn a_subscriber_that_left_keeps_its_links_as_a_node_of_its_own() {
         mermaid.contains(&format!("(\"subscriber {number} (gone)\")")),
         "{mermaid}"
     );
-    assert!(mermaid.contains("-. \"caused 1\" .->"), "{mermaid}");
+    assert!(mermaid.contains("-.->|caused 1|"), "{mermaid}");
 }
 
 #[test]
