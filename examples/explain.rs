@@ -62,14 +62,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let suspicious = bus.publish(13_u32)?;
     // The retries run on the bus's timer: wait until they are done.
     bus.wait_idle(Duration::from_secs(5))?;
+    let shipped: Vec<u32> = audit.try_iter().map(|shipped| shipped.0).collect();
+    println!("audit saw shipments of orders {shipped:?}");
 
     println!("\n# What happened to order 13\n");
     println!("{}", bus.explain(suspicious.id)?);
 
     println!("# The topology, as Mermaid\n");
     println!("{}", bus.topology().to_mermaid());
-
-    let shipped: Vec<u32> = audit.try_iter().map(|shipped| shipped.0).collect();
-    println!("audit saw shipments of orders {shipped:?}");
     Ok(())
 }
