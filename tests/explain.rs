@@ -1,6 +1,9 @@
 //! Delivery traces and `Bus::explain`: each outcome is recorded where it happens, the
 //! caused events form the tree, the store stays bounded, and the errors say why.
 
+mod common;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crier::testing::Recorder;
@@ -403,4 +406,43 @@ fn a_filter_that_panics_is_explained_as_a_failure() {
         }] => assert!(error.contains("unlucky"), "{error}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn concurrent_publishers_and_workers_lose_no_step() {
+    common::with_deadline(Duration::from_secs(60), || {
+        let bus = Bus::builder().workers(2).trace(10_000).build().unwrap();
+        let subs: Vec<_> = (0..3)
+            .map(|n| {
+                bus.subscriber::<u32>()
+                    .name(format!("s{n}"))
+                    .subscribe(|_: &Envelope<u32>| {})
+                    .unwrap()
+            })
+            .collect();
+        let ids = Arc::new(Mutex::new(Vec::new()));
+        let (publisher, sink) = (bus.clone(), ids.clone());
+        common::on_threads(4, move |t| {
+            for n in 0..500 {
+                let id = publisher.publish((t * 1000 + n) as u32).unwrap().id;
+                sink.lock().unwrap().push(id);
+            }
+        });
+        bus.wait_idle(IDLE).unwrap();
+        let ids = ids.lock().unwrap();
+        assert_eq!(ids.len(), 2_000);
+        for id in ids.iter() {
+            let explained = bus.explain(*id).unwrap();
+            let mut handled: Vec<&str> = explained
+                .steps
+                .iter()
+                .filter(|s| matches!(s.outcome, TraceOutcome::Handled { attempt: 1, .. }))
+                .map(|s| s.subscriber.as_str())
+                .collect();
+            handled.sort_unstable();
+            assert_eq!(handled, ["s0", "s1", "s2"], "{explained}");
+            assert_eq!(explained.steps.len(), 3, "{explained}");
+        }
+        drop(subs);
+    });
 }
