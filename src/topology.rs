@@ -159,7 +159,10 @@ impl Topology {
         let subscribers: Vec<SubscriberStats> = self
             .subscribers
             .iter()
-            .filter(|s| topics.iter().any(|t| hears(s, &t.name)))
+            .filter(|s| {
+                let hears = hearing(s);
+                topics.iter().any(|t| hears(&t.name))
+            })
             .cloned()
             .collect();
         let links = self
@@ -219,7 +222,8 @@ impl Topology {
         }
         let mut drawn = Vec::new();
         for sub in &self.subscribers {
-            let heard: Vec<usize> = (0..shown.len()).filter(|&i| hears(sub, &shown[i].name)).collect();
+            let hears = hearing(sub);
+            let heard: Vec<usize> = (0..shown.len()).filter(|&i| hears(&shown[i].name)).collect();
             if heard.is_empty() {
                 continue;
             }
@@ -260,9 +264,14 @@ impl Topology {
     }
 }
 
-/// Does `sub` hear the topic `name`: its own topic, or a pattern that matches it.
-fn hears(sub: &SubscriberStats, name: &str) -> bool {
-    sub.topic == name || (!is_topic_name(&sub.topic) && Pattern::parse(&sub.topic).is_ok_and(|p| p.matches(name)))
+/// Which topic names `sub` hears: its own topic's, or a pattern's matches (parsed once,
+/// not per topic).
+fn hearing(sub: &SubscriberStats) -> impl Fn(&str) -> bool + '_ {
+    let pattern = match is_topic_name(&sub.topic) {
+        true => None,
+        false => Pattern::parse(&sub.topic).ok(),
+    };
+    move |name| sub.topic == name || pattern.as_ref().is_some_and(|p| p.matches(name))
 }
 
 /// A pattern holds a wildcard token; a topic name never does.
