@@ -12,6 +12,7 @@
 //! (one per subscriber and topic it published on); publishes on further links are
 //! counted, not linked.
 
+use std::collections::HashSet;
 use std::fmt::{self, Write};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -133,7 +134,7 @@ pub struct Topology {
     pub links_unrecorded: u64,
 }
 
-/// One node's name in a rendering, and whether it is shown.
+/// A node of a rendering: a shown topic (by its place among them) or a subscriber.
 enum Node {
     Topic(usize),
     Subscriber(SubscriberId),
@@ -220,14 +221,15 @@ impl Topology {
         for (i, topic) in shown.iter().enumerate() {
             style.node(out, &Node::Topic(i), Shape::Topic, &topic_label(topic))?;
         }
-        let mut drawn = Vec::new();
+        // Subscribers with a node already: a bus may have thousands.
+        let mut drawn = HashSet::new();
         for sub in &self.subscribers {
             let hears = hearing(sub);
             let heard: Vec<usize> = (0..shown.len()).filter(|&i| hears(&shown[i].name)).collect();
             if heard.is_empty() {
                 continue;
             }
-            drawn.push(sub.id);
+            drawn.insert(sub.id);
             style.node(
                 out,
                 &Node::Subscriber(sub.id),
@@ -242,9 +244,8 @@ impl Topology {
             let Some(to) = shown.iter().position(|t| t.name == link.topic) else {
                 continue;
             };
-            if !drawn.contains(&link.subscriber) {
+            if drawn.insert(link.subscriber) {
                 // It left, or hears no topic shown: a node of its own, named by id.
-                drawn.push(link.subscriber);
                 let label = match self.subscribers.iter().find(|s| s.id == link.subscriber) {
                     Some(sub) => subscriber_label(sub),
                     None => format!("subscriber {} (gone)", link.subscriber.0),

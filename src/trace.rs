@@ -267,11 +267,15 @@ impl Store {
 /// Whether a step would be recorded anywhere (see [`record`]): to skip gathering
 /// what only traces need.
 pub(crate) fn wanted(traces: Option<&Traces>) -> bool {
+    traces.is_some() || emits()
+}
+
+/// Whether `tracing` wants steps: never without the feature.
+fn emits() -> bool {
     #[cfg(feature = "tracing")]
-    let emits = crate::telemetry::wants_steps();
+    return crate::telemetry::wants_steps();
     #[cfg(not(feature = "tracing"))]
-    let emits = false;
-    traces.is_some() || emits
+    false
 }
 
 /// Records a step of `env`'s delivery to a subscriber wherever it is wanted: the
@@ -284,10 +288,7 @@ pub(crate) fn record<E>(
     subscriber: &Arc<str>,
     outcome: impl FnOnce() -> TraceOutcome,
 ) {
-    #[cfg(feature = "tracing")]
-    let emits = crate::telemetry::wants_steps();
-    #[cfg(not(feature = "tracing"))]
-    let emits = false;
+    let emits = emits();
     if traces.is_none() && !emits {
         return;
     }
