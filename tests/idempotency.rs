@@ -325,3 +325,96 @@ proptest! {
         prop_assert!(sub.stats().is_balanced());
     }
 }
+
+/// A subscriber of `one_topic_three_windows`: its window, and which keys' events it
+/// fails (never remembered) or filters out (never reaching it).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    capacity: usize,
+    max_age: u64,
+}
+
+proptest! {
+    /// Promise 3, per subscriber: three dedup subscribers of one topic, each against a
+    /// naive model of its own, with windows of their own (often alike), one failing
+    /// the events of some keys and one filtering some out. Each handles and skips
+    /// exactly what a window of its own would: a key that succeeded for one is not
+    /// remembered for another, and one's count and age bound only its own keys.
+    #[test]
+    fn subscribers_of_one_topic_keep_windows_of_their_own(
+        windows in prop::array::uniform3((1_usize..4, 1_u64..30).prop_map(|(capacity, max_age)| Window { capacity, max_age })),
+        failing in prop::collection::vec(0_u8..8, 0..4),
+        ops in prop::collection::vec(
+            prop_oneof![3 => (0_u8..8).prop_map(Op::Publish), 1 => (0_u64..20).prop_map(Op::Advance)],
+            1..200,
+        ),
+    ) {
+        let clock = ManualClock::new();
+        let bus = Bus::builder().inline().clock(clock.clone()).build().unwrap();
+        let logs: [Arc<Mutex<Vec<u8>>>; 3] = Default::default();
+        let window = |i: usize| DedupWindow::new(windows[i].capacity, MS(windows[i].max_age));
+        let log = |i: usize| {
+            let log = logs[i].clone();
+            move |key: u8| log.lock().unwrap().push(key)
+        };
+        let (log0, log1, log2) = (log(0), log(1), log(2));
+        let fails = failing.clone();
+        let subs = [
+            bus.subscriber::<u8>()
+                .dedup(window(0))
+                .subscribe(move |env: &Envelope<u8>| log0(**env))
+                .unwrap(),
+            bus.subscriber::<u8>()
+                .at_least_once(Retry::ordered().max_attempts(1))
+                .dedup(window(1))
+                .subscribe(move |env: &Envelope<u8>| -> Result<(), &'static str> {
+                    log1(**env);
+                    match fails.contains(&**env) {
+                        true => Err("this key always fails here"),
+                        false => Ok(()),
+                    }
+                })
+                .unwrap(),
+            bus.subscriber::<u8>()
+                .filter(|key| key % 2 == 0)
+                .dedup(window(2))
+                .subscribe(move |env: &Envelope<u8>| log2(**env))
+                .unwrap(),
+        ];
+        let reaches = |i: usize, key: u8| i != 2 || key % 2 == 0;
+        let succeeds = |i: usize, key: u8| i != 1 || !failing.contains(&key);
+        let mut now = 0_u64;
+        let mut models: [VecDeque<(u8, u64)>; 3] = Default::default();
+        let mut expected: [Vec<u8>; 3] = Default::default();
+        for op in ops {
+            match op {
+                Op::Advance(ms) => {
+                    now += ms;
+                    clock.advance(MS(ms));
+                }
+                Op::Publish(key) => {
+                    for (i, model) in models.iter_mut().enumerate() {
+                        let Window { capacity, max_age } = windows[i];
+                        model.retain(|&(_, at)| now - at < max_age);
+                        if !reaches(i, key) || model.iter().any(|&(k, _)| k == key) {
+                            continue;
+                        }
+                        expected[i].push(key);
+                        if succeeds(i, key) {
+                            model.push_back((key, now));
+                            while model.len() > capacity {
+                                model.pop_front();
+                            }
+                        }
+                    }
+                    bus.message(key).idempotency_key(key.to_string()).publish().unwrap();
+                }
+            }
+        }
+        for i in 0..3 {
+            prop_assert_eq!(&*logs[i].lock().unwrap(), &expected[i], "subscriber {}", i);
+            prop_assert!(subs[i].stats().is_balanced(), "{:?}", subs[i].stats());
+            prop_assert!(subs[i].stats().dedup_keys <= windows[i].capacity as u64);
+        }
+    }
+}
