@@ -329,7 +329,8 @@ where
                 // Given to the group at once, outside the gate's lock: the backoff was
                 // this member's, which is gone. Dropped if the group is gone too.
                 match sub.give_up_retries(orphaned.take_all(), DropReason::Unsubscribed) {
-                    0 => Ok(Nack::Retry { attempt: next }),
+                    (0, _) => Ok(Nack::Retry { attempt: next }),
+                    (_, DropReason::Shutdown) => Err(AckError::Closed),
                     _ => Err(AckError::Unsubscribed),
                 }
             }

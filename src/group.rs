@@ -622,20 +622,25 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         (n, 0)
     }
 
-    fn hand_over(&self, waiting: Vec<Envelope<E>>, reason: DropReason) -> Vec<Envelope<E>> {
+    fn hand_over(&self, waiting: Vec<Envelope<E>>, reason: DropReason) -> (Vec<Envelope<E>>, DropReason) {
         if waiting.is_empty() {
-            return waiting;
+            return (waiting, reason);
         }
         let group = &self.group;
         let dissolved = group.dissolved.lock();
         // Nobody would take them: the last member left, or the bus is closing (G5).
-        if reason != DropReason::Unsubscribed || *dissolved || group.hub.inbox.is_closed() {
+        // Only shutdown closes the queue: a give-back that finds it closed (a member
+        // that left before the shutdown, its handle nacked after) drops for the
+        // shutdown, not for the leaving.
+        let closing = group.hub.inbox.is_closed();
+        if reason != DropReason::Unsubscribed || *dissolved || closing {
             drop(dissolved);
             // Dropped: their keys are free again.
             for env in &waiting {
                 self.finished(env);
             }
-            return waiting;
+            let reason = if closing { DropReason::Shutdown } else { reason };
+            return (waiting, reason);
         }
         let runtime = &group.hub.runtime;
         let n = waiting.len();
@@ -663,7 +668,7 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         drop(dissolved);
         group.wake_seats(keys_given);
         group.wake_any();
-        Vec::new()
+        (Vec::new(), reason)
     }
 
     fn leave(sub: &Subscriber<E, Self>, topic: &TopicCore<E>) {

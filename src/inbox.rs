@@ -66,9 +66,10 @@ pub(crate) trait Inbox<E>: Send + Sync + Sized + 'static {
 
     /// Leaving for `reason`: gives events that waited for a retry to whoever else can
     /// take them (a group member's group, see `group`); returns those nobody can, to
-    /// be dropped.
-    fn hand_over(&self, waiting: Vec<Envelope<E>>, _reason: DropReason) -> Vec<Envelope<E>> {
-        waiting
+    /// be dropped, and the reason they drop for (`reason`, unless whoever would have
+    /// taken them is closing: then `Shutdown`).
+    fn hand_over(&self, waiting: Vec<Envelope<E>>, reason: DropReason) -> (Vec<Envelope<E>>, DropReason) {
+        (waiting, reason)
     }
 
     /// Unsubscribe: takes `sub` off `topic`. Once this returns, no publish adds to

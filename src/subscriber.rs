@@ -365,7 +365,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
             drop(env);
             n += 1;
         }
-        let waiting = self.give_up_retries(retries, reason);
+        let (waiting, _) = self.give_up_retries(retries, reason);
         self.counters.drop_n(reason, n);
         self.counters.drop_n(DropReason::Oldest, lagged);
         if self.is_push() {
@@ -383,10 +383,11 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
 
     /// Leaving for `reason` with `retries` still waiting: a group member gives them
     /// back to its group (still in flight, for a push group), the rest are dropped,
-    /// all counted. Returns how many were dropped.
-    pub(crate) fn give_up_retries(&self, retries: Vec<Envelope<E>>, reason: DropReason) -> u64 {
+    /// all counted. Returns how many were dropped, and for which reason (`reason`,
+    /// unless the group was closing: see `Inbox::hand_over`).
+    pub(crate) fn give_up_retries(&self, retries: Vec<Envelope<E>>, reason: DropReason) -> (u64, DropReason) {
         let total = retries.len() as u64;
-        let dropped = self.inbox.hand_over(retries, reason);
+        let (dropped, reason) = self.inbox.hand_over(retries, reason);
         for env in &dropped {
             self.trace(env, || TraceOutcome::Dropped(reason));
         }
@@ -397,7 +398,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         if reason == DropReason::Shutdown {
             Counters::add(&self.counters.abandoned_retries, dropped);
         }
-        dropped
+        (dropped, reason)
     }
 
     /// Steps 2 to 5 of unsubscribe (`leave` is step 3), and shutdown's end: under the

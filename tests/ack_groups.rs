@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::checker::{EventKey, History};
 use common::with_deadline;
 use crier::testing::ManualClock;
-use crier::{AckError, AckReceiver, Backoff, Bus, Nack, Retry, SubscribeError, TryRecvError};
+use crier::{AckError, AckReceiver, Backoff, Bus, DropReason, Nack, Retry, SubscribeError, TraceOutcome, TryRecvError};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -204,6 +204,38 @@ fn shutdown_reports_waiting_retries_and_a_later_nack_is_refused() {
             assert!(stats.is_balanced(), "{stats:?}");
         }
     });
+}
+
+/// A member left before the shutdown, and its handle was nacked after it: the group
+/// would take the event back, but shutdown closed its queue. The event drops for the
+/// shutdown, and the nack says the bus is shut down, not that the receiver left (the
+/// group still existed).
+#[test]
+fn a_handle_nacked_after_the_shutdown_by_a_member_that_left_drops_for_the_shutdown() {
+    let bus = Bus::builder().trace(100).build().unwrap();
+    let leaver = bus
+        .subscriber::<u32>()
+        .name("leaver")
+        .group("pickers")
+        .at_least_once(Retry::ordered())
+        .ack_receiver()
+        .unwrap();
+    let _stayer = member(&bus, Retry::ordered());
+    bus.publish(7_u32).unwrap();
+    let held = leaver.try_recv().unwrap();
+    let id = held.id();
+    drop(leaver);
+    bus.shutdown(WAIT).unwrap();
+    assert_eq!(held.nack(), Err(AckError::Closed));
+    let explained = bus.explain(id).unwrap();
+    let dropped: Vec<_> = explained
+        .steps_of("leaver")
+        .filter_map(|step| match step {
+            TraceOutcome::Dropped(reason) => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped, [DropReason::Shutdown], "{explained}");
 }
 
 #[test]
