@@ -276,6 +276,43 @@ enum Op {
     Advance(u64),
 }
 
+/// A window's bounds, in milliseconds for its age.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    capacity: usize,
+    max_age: u64,
+}
+
+/// A naive model of a subscriber's window: the keys that succeeded, in insertion
+/// order, with the time they were published at.
+struct Model {
+    window: Window,
+    keys: VecDeque<(u8, u64)>,
+}
+
+impl Model {
+    fn new(window: Window) -> Model {
+        Model {
+            window,
+            keys: VecDeque::new(),
+        }
+    }
+
+    /// Whether an event with `key`, published at `now`, is handled (not skipped).
+    fn handles(&mut self, key: u8, now: u64) -> bool {
+        self.keys.retain(|&(_, at)| now - at < self.window.max_age);
+        !self.keys.iter().any(|&(k, _)| k == key)
+    }
+
+    /// Remembers `key`, which succeeded, forgetting the oldest beyond the capacity.
+    fn remember(&mut self, key: u8, now: u64) {
+        self.keys.push_back((key, now));
+        while self.keys.len() > self.window.capacity {
+            self.keys.pop_front();
+        }
+    }
+}
+
 proptest! {
     /// Against a naive model (a list in insertion order, purged by age, trimmed by
     /// count): the same publishes are handled and skipped, and the window never holds
@@ -299,7 +336,7 @@ proptest! {
             .subscribe(move |env: &Envelope<u8>| log.lock().unwrap().push(**env))
             .unwrap();
         let mut now = 0_u64;
-        let mut model: VecDeque<(u8, u64)> = VecDeque::new();
+        let mut model = Model::new(Window { capacity, max_age });
         let mut expected = Vec::new();
         for op in ops {
             match op {
@@ -308,13 +345,9 @@ proptest! {
                     clock.advance(MS(ms));
                 }
                 Op::Publish(key) => {
-                    model.retain(|&(_, at)| now - at < max_age);
-                    if !model.iter().any(|&(k, _)| k == key) {
+                    if model.handles(key, now) {
                         expected.push(key);
-                        model.push_back((key, now));
-                        while model.len() > capacity {
-                            model.pop_front();
-                        }
+                        model.remember(key, now);
                     }
                     bus.message(key).idempotency_key(key.to_string()).publish().unwrap();
                     prop_assert!(sub.stats().dedup_keys <= capacity as u64);
@@ -324,14 +357,6 @@ proptest! {
         prop_assert_eq!(&*handled.lock().unwrap(), &expected);
         prop_assert!(sub.stats().is_balanced());
     }
-}
-
-/// A subscriber of `one_topic_three_windows`: its window, and which keys' events it
-/// fails (never remembered) or filters out (never reaching it).
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    capacity: usize,
-    max_age: u64,
 }
 
 proptest! {
@@ -384,7 +409,7 @@ proptest! {
         let reaches = |i: usize, key: u8| i != 2 || key % 2 == 0;
         let succeeds = |i: usize, key: u8| i != 1 || !failing.contains(&key);
         let mut now = 0_u64;
-        let mut models: [VecDeque<(u8, u64)>; 3] = Default::default();
+        let mut models = windows.map(Model::new);
         let mut expected: [Vec<u8>; 3] = Default::default();
         for op in ops {
             match op {
@@ -394,16 +419,10 @@ proptest! {
                 }
                 Op::Publish(key) => {
                     for (i, model) in models.iter_mut().enumerate() {
-                        let Window { capacity, max_age } = windows[i];
-                        model.retain(|&(_, at)| now - at < max_age);
-                        if !reaches(i, key) || model.iter().any(|&(k, _)| k == key) {
-                            continue;
-                        }
-                        expected[i].push(key);
-                        if succeeds(i, key) {
-                            model.push_back((key, now));
-                            while model.len() > capacity {
-                                model.pop_front();
+                        if reaches(i, key) && model.handles(key, now) {
+                            expected[i].push(key);
+                            if succeeds(i, key) {
+                                model.remember(key, now);
                             }
                         }
                     }
