@@ -10,8 +10,9 @@
 //! the same whatever the key's size, and a window of `capacity` entries stays flat
 //! however many distinct keys pass; `seen` is the store (a ring in insertion order
 //! and a flat index over it), and `DedupWindow`'s docs give the measured bytes per
-//! key. The hash is keyed with two random seeds drawn per bus (`KeyHasher`), so keys
-//! chosen by an adversary cannot be made to collide; two distinct keys share an entry
+//! key. The hash is SipHash-1-3 with a 128-bit output, keyed with two random words
+//! drawn per bus (`KeyHasher`, `siphash`), so keys chosen by an adversary cannot be
+//! made to collide; two distinct keys share an entry
 //! with probability about `n² / 2^129` for `n` keys. An event's key is hashed once, by
 //! the first window that needs it, and the hash travels with the event
 //! (`IdempotencyKey`); a topic hashes outside its lock, so a 1 MiB key costs its
@@ -30,6 +31,7 @@ use std::time::Duration;
 use crate::stamp::Stamp;
 
 use crate::seen::Seen;
+use crate::siphash::Sip13;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// The most keys a window holds: its store names entries by 32-bit positions.
@@ -183,17 +185,23 @@ impl std::fmt::Debug for IdempotencyKey {
     }
 }
 
-/// Hashes idempotency keys for one bus's windows, with seeds of its own.
-pub(crate) struct KeyHasher(RandomState, RandomState);
+/// Hashes idempotency keys for one bus's windows, with a SipHash key of its own
+/// (see `siphash`).
+pub(crate) struct KeyHasher(u64, u64);
 
 impl KeyHasher {
     pub(crate) fn new() -> KeyHasher {
-        KeyHasher(RandomState::new(), RandomState::new())
+        // Random words, from the standard library's per-process random seed.
+        let random = RandomState::new();
+        KeyHasher(random.hash_one(0_u8), random.hash_one(1_u8))
     }
 
     /// The key's hash (a `str` key and the same `String` hash alike).
     pub(crate) fn hash<K: std::hash::Hash + ?Sized>(&self, key: &K) -> KeyHash {
-        KeyHash(self.0.hash_one(key), self.1.hash_one(key))
+        let mut sip = Sip13::new(self.0, self.1);
+        key.hash(&mut sip);
+        let (first, second) = sip.finish128();
+        KeyHash(first, second)
     }
 }
 

@@ -685,6 +685,7 @@ mod schedule;
 mod seen;
 #[cfg(not(loom))]
 mod shutdown;
+mod siphash;
 mod slots;
 mod stamp;
 #[cfg(not(loom))]
