@@ -12,11 +12,11 @@
 //! and a flat index over it), and `DedupWindow`'s docs give the measured bytes per
 //! key. The hash is SipHash-1-3 with a 128-bit output, keyed with two random words
 //! drawn per bus (`KeyHasher`, `siphash`), so keys chosen by an adversary cannot be
-//! made to collide; two distinct keys share an entry
-//! with probability about `n² / 2^129` for `n` keys. An event's key is hashed once, by
-//! the first window that needs it, and the hash travels with the event
-//! (`IdempotencyKey`); a topic hashes outside its lock, so a 1 MiB key costs its
-//! publisher, not everyone waiting for the lock.
+//! made to collide; two distinct keys share an entry with probability about
+//! `n² / 2^129` for `n` keys. An event's key is hashed once, by the first window that
+//! needs it, and the hash travels with the event (`IdempotencyKey`); a topic hashes
+//! outside its lock, so a 1 MiB key costs its publisher, not everyone waiting for the
+//! lock.
 //!
 //! Ages are counted in *event time*: a key is stamped with the publish time of the
 //! event that succeeded (or was accepted), and a later event is compared by its own
