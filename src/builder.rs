@@ -139,8 +139,9 @@ impl BusBuilder {
     /// measured cost). Memory is bounded: each event keeps at most 64 steps and each
     /// error's text at most 256 bytes. Measured with 4 subscribers, one failing every
     /// event with a 200-byte error: 1.1 KB per event kept, 1.4 KB at the peak; budget
-    /// 1.5 KB per event of `events` for a few subscribers. The oldest event is evicted for each new one once `events` are
-    /// kept ([`Bus::trace_stats`](crate::Bus::trace_stats) counts them).
+    /// 1.5 KB per event of `events` for a few subscribers. The oldest event is evicted
+    /// for each new one once `events` are kept
+    /// ([`Bus::trace_stats`](crate::Bus::trace_stats) counts them).
     ///
     /// Every step is traced where it happens, including what a subscriber still held
     /// when it left or the bus shut down, and a filter that panicked; except the

@@ -313,24 +313,26 @@ impl<T: Clone> Ring<T> {
     /// A cursor passed `[from, to)` without reading: each slot still holding one of
     /// those positions has one reader fewer, and the last one drops the value, so what
     /// no receiver will read does not stay alive until it is overwritten. `seen` gets
-    /// a clone of each, outside the slot's lock.
+    /// each, outside the slot's lock: the value itself from its last reader, a clone
+    /// while others still read it.
     fn give_up(&self, from: u64, to: u64, mut seen: Option<&mut dyn FnMut(T)>) {
         let oldest = to.saturating_sub(self.capacity() as u64);
         for pos in from.max(oldest)..to {
-            let (value, shown) = {
+            let value = {
                 let mut slot = self.slot(pos).lock();
                 if slot.pos != pos {
                     continue;
                 }
                 slot.unread = slot.unread.saturating_sub(1);
-                let shown = seen.is_some().then(|| slot.value.clone()).flatten();
-                let value = if slot.unread == 0 { slot.value.take() } else { None };
-                (value, shown)
+                match slot.unread {
+                    0 => slot.value.take(),
+                    _ if seen.is_some() => slot.value.clone(),
+                    _ => None,
+                }
             };
             // Outside the slot's lock: the value's `Drop` may be user code.
-            drop(value);
-            if let (Some(seen), Some(shown)) = (seen.as_mut(), shown) {
-                seen(shown);
+            if let (Some(seen), Some(value)) = (seen.as_mut(), value) {
+                seen(value);
             }
         }
     }
