@@ -2,7 +2,9 @@
 //!
 //! Two users: a subscriber remembers the keys that *succeeded* for it (under its run
 //! lock, like the handler), and a topic remembers the keys it *accepted*, each with the
-//! `seq` it was accepted at (under its commit lock, see `topic`).
+//! `seq` it was accepted at (under its commit lock, see `topic`). A topic's inline
+//! subscribers keep their windows in one table of the topic's (`key_table`), each
+//! with exactly the semantics of a window of its own.
 //!
 //! # Design
 //!
@@ -64,12 +66,22 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 31;
 ///
 /// A key costs the same whatever its length: the window keeps a keyed 128-bit hash of
 /// it. Measured with a counting allocator, a full window of 100,000 keys after a
-/// million distinct keys holds 4.5 MB in a subscriber (45 bytes per key) and 5.3 MB in
-/// a topic (53 bytes per key, with the `seq` of each), peaking at 6.6 MB and 7.4 MB
-/// while its store grows: budget 100 bytes per key of capacity
-/// (`benches/tests/memory_bounds.rs` pins that bound). An empty window costs next to
-/// nothing; it grows with the keys it holds, and gives memory back when
-/// [`Topic::set_dedup_window`](crate::Topic::set_dedup_window) makes it smaller.
+/// million distinct keys holds 5.7 MB in an inline subscriber (57 bytes per key, no
+/// more at the peak), 4.5 MB in a pool subscriber (45 bytes, peaking at 66), and 5.3
+/// MB in a topic (53 bytes, with the `seq` of each, peaking at 74): budget 100 bytes
+/// per key of capacity (`benches/tests/memory_bounds.rs` pins that bound). An empty
+/// window costs next to nothing; it grows with the keys it holds, and gives memory
+/// back when [`Topic::set_dedup_window`](crate::Topic::set_dedup_window) makes it
+/// smaller.
+///
+/// The inline subscribers of a topic keep their windows in one table of the topic's:
+/// a key that several of them remember is kept once, in about 32 bytes plus 4 per
+/// subscriber that remembers it, so 8 inline subscribers that succeed for the same
+/// keys hold about a quarter of what 8 windows of their own would. Each still has its
+/// own capacity, ages and evictions, exactly as a window of its own. Their table
+/// keeps the memory its largest set of windows needed until the last of them
+/// unsubscribes. (Pool and thread subscribers run in parallel, and keep windows of
+/// their own, so they never wait for each other's.)
 ///
 /// # Example
 ///

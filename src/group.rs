@@ -204,6 +204,7 @@ impl<E: Send + Sync + 'static> Group<E> {
             priority: member.priority,
             dead_letter_store: None,
             public_id: None,
+            key_table: None,
         };
         Arc::new(Group {
             name: name.into(),

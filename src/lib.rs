@@ -648,6 +648,9 @@ mod history;
 mod in_flight;
 #[cfg(not(loom))]
 mod inbox;
+mod key_index;
+#[cfg(not(loom))]
+mod key_table;
 #[cfg(not(loom))]
 mod lanes;
 #[cfg(not(loom))]

@@ -12,22 +12,13 @@
 //!   popped from the front, so the index can name it by position. The ring grows by
 //!   doubling up to `capacity` (an empty window costs nothing) and is rebuilt when the
 //!   window shrinks; either way the index is rebuilt with it.
-//! - **The index** is an open-addressing table of 8-byte buckets: the low 32 bits of the
-//!   hash's first word (the *tag*, whose low bits are the bucket the key belongs in)
-//!   and the entry's ring position plus one (0: empty). Linear probing; a removal
-//!   shifts the rest of its cluster back instead of leaving a tombstone, so the table
-//!   never fills with dead buckets and never needs a rehash. Its size is a power of two
-//!   above twice the ring's, so it is at most half full (an absent key probes about
-//!   2.5 buckets, a present one 1.5) and never full.
+//! - **The index** ([`KeyIndex`]) finds an entry by its key's hash: it names the
+//!   entry's ring position, and has room for as many entries as the ring.
 //!
 //! # Invariants
 //!
-//! - S1: every entry of the ring is named by exactly one bucket, and every non-empty
-//!   bucket names an entry of the ring (both change together: `push`, `pop_front`,
-//!   `resize`).
-//! - S2: a bucket sits in the cluster that starts at its home bucket (`tag & mask`):
-//!   every bucket between its home and itself is non-empty. Probing stops at the first
-//!   empty bucket, so S2 is what makes a look-up find its key; the back-shift keeps it.
+//! - S1: the index names exactly the ring's entries, each by its position (both change
+//!   together: `push`, `pop_front`, `resize`), so it finds each (its I1 and I2).
 //! - S3: a key has at most one entry.
 //!
 //! An entry keeps when it expires (its stamp plus `max_age`, computed once, at insert,
@@ -37,6 +28,7 @@
 //! and the purge pops from the front while the front has expired.
 
 use crate::dedup::{DedupWindow, KeyHash};
+use crate::key_index::KeyIndex;
 use crate::stamp::{nanos, Stamp};
 
 #[derive(Clone, Copy)]
@@ -45,14 +37,6 @@ struct Entry<V> {
     /// Its stamp plus `max_age`; `Stamp::NEVER`: past the end of the range, so never.
     expires: Stamp,
     value: V,
-}
-
-#[derive(Clone, Copy, Default)]
-struct Bucket {
-    /// The low 32 bits of the key's first word.
-    tag: u32,
-    /// The entry's position in the ring, plus one; 0: empty.
-    slot: u32,
 }
 
 /// The keys seen recently, by hash, each with a stamp and a value (a topic keeps the
@@ -65,7 +49,7 @@ pub(crate) struct Seen<V: Copy = ()> {
     ring: Vec<Entry<V>>,
     head: usize,
     len: usize,
-    index: Vec<Bucket>,
+    index: KeyIndex,
     /// Entries evicted to keep within `capacity` (not those that aged out).
     pub(crate) evicted: u64,
 }
@@ -78,7 +62,7 @@ impl<V: Copy> Seen<V> {
             ring: Vec::new(),
             head: 0,
             len: 0,
-            index: Vec::new(),
+            index: KeyIndex::new(),
             evicted: 0,
         }
     }
@@ -95,7 +79,7 @@ impl<V: Copy> Seen<V> {
     /// (or after it).
     pub(crate) fn get(&mut self, key: KeyHash, now: Stamp) -> Option<V> {
         self.purge(now);
-        let entry = &self.ring[self.find(key)?.1];
+        let entry = &self.ring[self.find(key)?];
         is_fresh(entry, now).then_some(entry.value)
     }
 
@@ -105,7 +89,7 @@ impl<V: Copy> Seen<V> {
     pub(crate) fn insert(&mut self, key: KeyHash, at: Stamp, value: V) -> Option<V> {
         self.purge(at);
         let expires = at.plus(self.max_age);
-        if let Some((_, position)) = self.find(key) {
+        if let Some(position) = self.find(key) {
             let kept = self.ring[position];
             if is_fresh(&kept, at) {
                 return Some(kept.value);
@@ -174,32 +158,13 @@ impl<V: Copy> Seen<V> {
         }
     }
 
-    fn mask(&self) -> usize {
-        self.index.len() - 1
-    }
-
-    fn home(&self, tag: u32) -> usize {
-        tag as usize & self.mask()
-    }
-
-    /// The bucket and ring position of `key`'s entry.
-    fn find(&self, key: KeyHash) -> Option<(usize, usize)> {
+    /// The ring position of `key`'s entry.
+    fn find(&self, key: KeyHash) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
-        let tag = key.0 as u32;
-        let mut at = self.home(tag);
-        loop {
-            let bucket = self.index[at];
-            if bucket.slot == 0 {
-                return None;
-            }
-            let position = bucket.slot as usize - 1;
-            if bucket.tag == tag && self.ring[position].key == key {
-                return Some((at, position));
-            }
-            at = (at + 1) & self.mask();
-        }
+        let found = self.index.find(key, |position| self.ring[position as usize].key == key);
+        found.map(|position| position as usize)
     }
 
     /// Appends `entry` (not in the index yet; the ring has room).
@@ -207,55 +172,14 @@ impl<V: Copy> Seen<V> {
         let position = self.wrap(self.head + self.len);
         self.ring[position] = entry;
         self.len += 1;
-        self.index_entry(entry.key, position);
-    }
-
-    fn index_entry(&mut self, key: KeyHash, position: usize) {
-        let tag = key.0 as u32;
-        let mut at = self.home(tag);
-        while self.index[at].slot != 0 {
-            at = (at + 1) & self.mask();
-        }
         // Ring positions fit: `DedupWindow::check` caps the capacity below `u32::MAX`.
-        self.index[at] = Bucket {
-            tag,
-            slot: position as u32 + 1,
-        };
+        self.index.insert(entry.key, position as u32);
     }
 
     fn pop_front(&mut self) {
-        let tag = self.ring[self.head].key.0 as u32;
-        let slot = self.head as u32 + 1;
-        let mut at = self.home(tag);
-        // S1: the front's bucket exists, and S2: it is in the cluster from its home.
-        while self.index[at].slot != slot {
-            at = (at + 1) & self.mask();
-        }
-        self.remove_bucket(at);
+        self.index.remove(self.ring[self.head].key, self.head as u32);
         self.head = self.wrap(self.head + 1);
         self.len -= 1;
-    }
-
-    /// Empties bucket `hole`, shifting back the buckets after it in its cluster that may
-    /// move (those whose home is not between the hole and themselves), so S2 holds.
-    fn remove_bucket(&mut self, mut hole: usize) {
-        let mask = self.mask();
-        let mut next = hole;
-        loop {
-            next = (next + 1) & mask;
-            let bucket = self.index[next];
-            if bucket.slot == 0 {
-                break;
-            }
-            // Distances from the bucket's home: if the hole is no farther from it
-            // than the bucket itself, the bucket may move into the hole.
-            let home = self.home(bucket.tag);
-            if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
-                self.index[hole] = bucket;
-                hole = next;
-            }
-        }
-        self.index[hole] = Bucket::default();
     }
 
     /// Moves the entries, oldest first, into a ring of `size` (at least `len`, and
@@ -267,11 +191,9 @@ impl<V: Copy> Seen<V> {
         ring.resize(size, filler);
         self.ring = ring;
         self.head = 0;
-        // At least one bucket more than entries, so probing always meets an empty one.
-        let buckets = (2 * size + 1).next_power_of_two();
-        self.index = vec![Bucket::default(); buckets];
+        self.index = KeyIndex::with_room_for(size);
         for position in 0..self.len {
-            self.index_entry(self.ring[position].key, position);
+            self.index.insert(self.ring[position].key, position as u32);
         }
     }
 }
@@ -499,10 +421,9 @@ mod tests {
                 }
                 prop_assert_eq!(seen.len(), model.len());
                 prop_assert!(seen.len() <= capacity && seen.ring.len() <= capacity.max(seen.len()));
-                let named = seen.index.iter().filter(|b| b.slot != 0).count();
-                prop_assert_eq!(named, seen.len(), "S1: one bucket per entry");
+                prop_assert_eq!(seen.index.len(), seen.len(), "S1: one bucket per entry");
                 for (i, &(key, _, _)) in model.iter().enumerate() {
-                    let (_, position) = seen.find(clustered(key)).expect("S2: every entry is found");
+                    let position = seen.find(clustered(key)).expect("S1: every entry is found");
                     prop_assert_eq!(position, (seen.head + i) % seen.ring.len(), "in insertion order");
                 }
             }

@@ -1080,6 +1080,11 @@ impl<E: Send + Sync + 'static> SubscriberBuilder<E> {
             retry_limit: capacity.unwrap_or(bus.config.capacity),
             bus: Arc::downgrade(bus),
             dedup: self.dedup,
+            // Inline subscribers of one topic share a table of keys (see `key_table`).
+            key_table: match (&self.pattern, consumer) {
+                (None, Consumer::Handler(Dispatch::Inline)) => Some(self.topic.core.keys.clone()),
+                _ => None,
+            },
             dedup_key: None,
             members: None,
             priority: self.priority,

@@ -57,12 +57,12 @@ use crate::dispatch::{self, Executor, Runnable, Runtime, Step};
 use crate::envelope::Envelope;
 use crate::error::{BoxError, Failure, HandlerError};
 use crate::inbox::{Inbox, Next};
+use crate::key_table::{SharedKeys, Window};
 use crate::mailbox::Mailbox;
 use crate::message::Draft;
 use crate::policy::{Dispatch, DropReason, Overflow};
 use crate::retries::Retries;
 use crate::schedule::ScheduleState;
-use crate::seen::Seen;
 use crate::stamp::Stamp;
 use crate::stats::{Consumer, Counters, SubscriberId, SubscriberStats};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, Weak};
@@ -185,7 +185,7 @@ struct RunState<E> {
     /// At-least-once: failed events waiting for their next attempt.
     retries: Retries<Envelope<E>>,
     /// With a dedup window: the keys that succeeded recently.
-    seen: Option<Seen>,
+    seen: Option<Window>,
 }
 
 pub(crate) struct Parts<E> {
@@ -203,6 +203,8 @@ pub(crate) struct Parts<E> {
     /// For dead letters.
     pub(crate) bus: Weak<BusShared>,
     pub(crate) dedup: Option<DedupWindow>,
+    /// Its topic's table, if its window may be kept there (see `key_table`).
+    pub(crate) key_table: Option<SharedKeys>,
     pub(crate) dedup_key: Option<KeyOf<E>>,
     pub(crate) members: Option<std::sync::Arc<Members>>,
     pub(crate) priority: i32,
@@ -245,7 +247,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
                 handler: parts.handler,
                 handed: None,
                 retries: Retries::new(),
-                seen: parts.dedup.map(Seen::new),
+                seen: parts.dedup.map(|window| Window::new(window, parts.key_table.as_ref())),
             }),
             active: AtomicBool::new(true),
             counters: Counters::default(),
@@ -445,7 +447,7 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
         handler: &mut Handler<E>,
         env: Envelope<E>,
         retries: &mut Retries<Envelope<E>>,
-        seen: &mut Option<Seen>,
+        seen: &mut Option<Window>,
         dead: &mut Vec<DeadLetter<E>>,
     ) -> bool {
         let _scope = context::enter(context::Delivery {
@@ -537,14 +539,14 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
 
     /// Checks an event's idempotency key against the dedup window, at the start of an
     /// attempt.
-    fn screen(&self, env: &Envelope<E>, seen: &mut Seen) -> Screened {
+    fn screen(&self, env: &Envelope<E>, seen: &mut Window) -> Screened {
         let key = match &self.dedup_key {
             Some(key_of) => key_of(env, &self.runtime.key_hasher),
             None => env.key_hash(&self.runtime.key_hasher),
         };
         // Event time (see `dedup`): no clock read per delivery.
         let published = env.stamp();
-        if key.is_some_and(|key| seen.get(key, published).is_some()) {
+        if key.is_some_and(|key| seen.contains(key, published)) {
             return Screened::Duplicate;
         }
         Screened::Fresh(key.map(|key| (key, published)))
@@ -552,10 +554,10 @@ impl<E: Send + Sync + 'static, Q: Inbox<E>> Subscriber<E, Q> {
 
     /// Remembers the key of an attempt that succeeded (only then: a failed attempt's
     /// retry must run), stamped with its event's publish time.
-    fn remember(&self, seen: &mut Seen, (key, published): KeyStamp) {
-        seen.insert(key, published, ());
+    fn remember(&self, seen: &mut Window, (key, published): KeyStamp) {
+        seen.insert(key, published);
         self.counters.dedup_keys.store(seen.len() as u64, Ordering::Relaxed);
-        self.counters.dedup_evicted.store(seen.evicted, Ordering::Relaxed);
+        self.counters.dedup_evicted.store(seen.evicted(), Ordering::Relaxed);
     }
 
     /// An ack receiver's hand-out: [`screen`](Self::screen) under the run lock (which

@@ -63,6 +63,7 @@ use crate::envelope::{Envelope, EventId, Metadata, Shared};
 use crate::error::{Failure, PublishError, ReplayError, SubscribeError, TopicError};
 use crate::group::{Group, Groups};
 use crate::history::{self, History, Log, Offset};
+use crate::key_table::{KeyTable, SharedKeys};
 use crate::message::{Draft, Message};
 use crate::observe;
 use crate::policy::{DropReason, Overflow};
@@ -218,6 +219,8 @@ pub(crate) struct TopicCore<E> {
     /// Set once a dedup window is (under `commit`): publishes with a key look it up.
     dedups: AtomicBool,
     deduplicated: AtomicU64,
+    /// The dedup windows of its inline subscribers (see `key_table`).
+    pub(crate) keys: SharedKeys,
     clock: std::sync::Arc<dyn Clock>,
     runtime: Arc<Runtime>,
 }
@@ -249,6 +252,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
             refused: AtomicU64::new(0),
             dedups: AtomicBool::new(false),
             deduplicated: AtomicU64::new(0),
+            keys: KeyTable::new(),
             clock,
             runtime,
         }

@@ -216,3 +216,74 @@ fn ack_receivers_under_contention_ack_every_event_exactly_once() {
         }
     });
 }
+
+/// Inline dedup subscribers of one topic share its key table: 4 threads publish
+/// overlapping keys at once, one subscriber only even keys, one leaves halfway. Every
+/// subscriber that stays handles each key it is given exactly once (its window holds
+/// them all), and skips and counts every other publish of it: sharing keeps each
+/// window its own under concurrent publishers.
+#[test]
+fn inline_dedup_subscribers_sharing_a_key_table_keep_exact_windows_under_concurrent_publishers() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use crier::DedupWindow;
+
+    const PUBLISHERS: u64 = 4;
+    const KEYS: u64 = 4_000;
+    let per_publisher = 3_000 * stress_scale();
+    with_deadline(Duration::from_secs(120 * stress_scale()), move || {
+        let bus = Bus::builder().inline().build().unwrap();
+        let window = DedupWindow::new(100_000, Duration::from_secs(3600));
+        let logs: Vec<Arc<Mutex<HashMap<u64, u32>>>> = (0..5).map(|_| Arc::default()).collect();
+        let subscription = |i: usize| {
+            let log = logs[i].clone();
+            let builder = bus.subscriber::<u64>().dedup(window);
+            let builder = match i {
+                4 => builder.filter(|key| key % 2 == 0),
+                _ => builder,
+            };
+            builder
+                .subscribe(move |env: &Envelope<u64>| *log.lock().unwrap().entry(**env).or_default() += 1)
+                .unwrap()
+        };
+        let mut subs: HashMap<usize, _> = (0..5).map(|i| (i, subscription(i))).collect();
+        let leaving = Arc::new(Mutex::new(subs.remove(&3)));
+        on_threads(PUBLISHERS as usize, {
+            let bus = bus.clone();
+            move |p| {
+                for n in 0..per_publisher {
+                    let key = (p as u64 * 1_000 + n) % KEYS;
+                    bus.message(key)
+                        .idempotency_key(format!("key-{key}"))
+                        .publish()
+                        .unwrap();
+                    if p == 0 && n == per_publisher / 2 {
+                        if let Some(sub) = leaving.lock().unwrap().take() {
+                            sub.unsubscribe();
+                        }
+                    }
+                }
+            }
+        });
+        bus.wait_idle(Duration::from_secs(10)).unwrap();
+        for i in [0, 1, 2, 4] {
+            let reaches = |key: u64| i != 4 || key % 2 == 0;
+            let log = logs[i].lock().unwrap();
+            let distinct = (0..KEYS).filter(|&key| reaches(key)).count() as u64;
+            assert_eq!(log.len() as u64, distinct, "subscriber {i}: every key handled");
+            assert!(log.values().all(|&n| n == 1), "subscriber {i}: a key handled twice");
+            let stats = subs[&i].stats();
+            let given = (0..PUBLISHERS)
+                .flat_map(|p| (0..per_publisher).map(move |n| (p * 1_000 + n) % KEYS))
+                .filter(|&key| reaches(key))
+                .count() as u64;
+            assert!(stats.is_balanced(), "{stats:#?}");
+            assert_eq!(
+                (stats.delivered, stats.deduplicated, stats.dedup_keys),
+                (distinct, given - distinct, distinct),
+                "subscriber {i}"
+            );
+        }
+    });
+}
