@@ -67,7 +67,7 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 31;
 /// A key costs the same whatever its length: the window keeps a keyed 128-bit hash of
 /// it. Measured with a counting allocator, a full window of 100,000 keys after a
 /// million distinct keys holds 5.7 MB in an inline subscriber (57 bytes per key, no
-/// more at the peak), 4.5 MB in a pool subscriber (45 bytes, peaking at 66), and 5.3
+/// more at the peak), 4.5 MB in a pool subscriber (45 bytes, peaking at 69), and 5.3
 /// MB in a topic (53 bytes, with the `seq` of each, peaking at 74): budget 100 bytes
 /// per key of capacity (`benches/tests/memory_bounds.rs` pins that bound). An empty
 /// window costs next to nothing; it grows with the keys it holds, and gives memory
@@ -80,8 +80,8 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 31;
 /// keys hold about a quarter of what 8 windows of their own would. Each still has its
 /// own capacity, ages and evictions, exactly as a window of its own. Their table
 /// keeps the memory its largest set of windows needed until the last of them
-/// unsubscribes. (Pool and thread subscribers run in parallel, and keep windows of
-/// their own, so they never wait for each other's.)
+/// unsubscribes. (Pool and thread subscribers and ack receivers run in parallel, and
+/// keep windows of their own, so they never wait for each other's.)
 ///
 /// # Example
 ///
