@@ -300,7 +300,7 @@ impl Keys {
             }
             table.release(slot, self.bit);
         }
-        if let Some(&front) = self.ring.front() {
+        if let Some(front) = self.ring.front() {
             self.front_expires = self.expires(table, front);
         }
     }
@@ -328,8 +328,7 @@ impl Keys {
         self.purge(table, at);
         let found = table.find(key);
         if let Some(slot) = found {
-            let record = *table.record(slot);
-            if record.holders & self.bit != 0 {
+            if table.record(slot).holders & self.bit != 0 {
                 if self.expires(table, slot).has_come(at) {
                     self.renew(table, slot, at);
                 }
@@ -426,12 +425,12 @@ impl SlotRing {
         }
     }
 
-    fn front(&self) -> Option<&u32> {
-        (self.len > 0).then(|| &self.slots[self.head])
+    fn front(&self) -> Option<u32> {
+        (self.len > 0).then(|| self.slots[self.head])
     }
 
     fn pop_front(&mut self) -> Option<u32> {
-        let front = *self.front()?;
+        let front = self.front()?;
         self.head = self.wrap(self.head + 1);
         self.len -= 1;
         Some(front)
