@@ -407,7 +407,7 @@ impl Bus {
 
     /// Starts a publish with metadata on `E`'s default topic; see [`Message`].
     pub fn message<E: Send + Sync + 'static>(&self, event: E) -> Message<E> {
-        self.topic().message(event)
+        Message::new(self.shared().default_topic(), event)
     }
 
     /// Subscribes a handler to `E`'s default topic with the bus's default options.

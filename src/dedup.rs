@@ -34,7 +34,7 @@ use crate::stamp::Stamp;
 
 use crate::seen::Seen;
 use crate::siphash::Sip13;
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 /// The most keys a window holds: its store names entries by 32-bit positions.
 pub(crate) const MAX_CAPACITY: usize = 1 << 31;
@@ -139,24 +139,29 @@ pub(crate) struct KeyHash(pub(crate) u64, pub(crate) u64);
 /// a bus hashes with the bus's one `KeyHasher`, so the key is hashed at most once
 /// however many windows look at it.
 ///
-/// The hash's words are stored before `hashed` is set (`Release`) and read after it
-/// was seen set (`Acquire`). Threads that race to hash the key store the same words,
-/// so a reader sees them whole whichever stores it sees; cheaper than a `OnceLock`,
-/// whose first call runs its once-only protocol for every event. loom model:
+/// It lives in the event's metadata, not in a box of its own: a keyed publish makes
+/// one allocation fewer. The hash's second word doubles as the "hashed" flag, since
+/// [`KeyHasher::hash`] always sets its top bit ([`HASHED`]): the first word is stored
+/// before the second (`Release`), and read after the second was seen hashed
+/// (`Acquire`). Threads that race to hash the key store the same words, so a reader
+/// sees them whole whichever stores it sees; cheaper than a `OnceLock`, whose first
+/// call runs its once-only protocol for every event. loom model:
 /// `loom_key_hash_raced_by_two_windows_is_the_same_for_both`.
 pub(crate) struct IdempotencyKey {
     text: Box<str>,
     hash: [AtomicU64; 2],
-    hashed: AtomicBool,
 }
 
+/// Set in the second word of every [`KeyHash`]: a cached hash whose second word has
+/// it is computed. The hash keeps 127 random bits.
+const HASHED: u64 = 1 << 63;
+
 impl IdempotencyKey {
-    pub(crate) fn new(text: String) -> Box<IdempotencyKey> {
-        Box::new(IdempotencyKey {
+    pub(crate) fn new(text: String) -> IdempotencyKey {
+        IdempotencyKey {
             text: text.into_boxed_str(),
             hash: [AtomicU64::new(0), AtomicU64::new(0)],
-            hashed: AtomicBool::new(false),
-        })
+        }
     }
 
     pub(crate) fn text(&self) -> &str {
@@ -165,28 +170,26 @@ impl IdempotencyKey {
 
     /// The key's hash by `hasher`, which must be the bus's (every call uses the same).
     pub(crate) fn hash(&self, hasher: &KeyHasher) -> KeyHash {
-        if self.hashed.load(Ordering::Acquire) {
-            return KeyHash(
-                self.hash[0].load(Ordering::Relaxed),
-                self.hash[1].load(Ordering::Relaxed),
-            );
+        let second = self.hash[1].load(Ordering::Acquire);
+        if second & HASHED != 0 {
+            return KeyHash(self.hash[0].load(Ordering::Relaxed), second);
         }
         let hash = hasher.hash(&*self.text);
         self.hash[0].store(hash.0, Ordering::Relaxed);
-        self.hash[1].store(hash.1, Ordering::Relaxed);
-        self.hashed.store(true, Ordering::Release);
+        self.hash[1].store(hash.1, Ordering::Release);
         hash
     }
 }
 
 impl Clone for IdempotencyKey {
     fn clone(&self) -> IdempotencyKey {
-        let hashed = self.hashed.load(Ordering::Acquire);
-        let word = |i: usize| AtomicU64::new(self.hash[i].load(Ordering::Relaxed));
+        // The second word first, as `hash` reads them: a copy that has it hashed has
+        // the first word that goes with it.
+        let second = self.hash[1].load(Ordering::Acquire);
+        let first = self.hash[0].load(Ordering::Relaxed);
         IdempotencyKey {
             text: self.text.clone(),
-            hash: [word(0), word(1)],
-            hashed: AtomicBool::new(hashed),
+            hash: [AtomicU64::new(first), AtomicU64::new(second)],
         }
     }
 }
@@ -208,12 +211,13 @@ impl KeyHasher {
         KeyHasher(random.hash_one(0_u8), random.hash_one(1_u8))
     }
 
-    /// The key's hash (a `str` key and the same `String` hash alike).
+    /// The key's hash (a `str` key and the same `String` hash alike), with the top bit
+    /// of its second word set ([`HASHED`]).
     pub(crate) fn hash<K: std::hash::Hash + ?Sized>(&self, key: &K) -> KeyHash {
         let mut sip = Sip13::new(self.0, self.1);
         key.hash(&mut sip);
         let (first, second) = sip.finish128();
-        KeyHash(first, second)
+        KeyHash(first, second | HASHED)
     }
 }
 
@@ -256,6 +260,9 @@ mod tests {
         assert_eq!(key.hash(&hasher), hasher.hash("pay-1"));
         assert_eq!(key.hash(&hasher), key.hash(&hasher));
         assert_ne!(key.hash(&hasher), KeyHasher::new().hash("pay-1"), "seeds of its own");
+        // The flag a cached hash is read by: a key whose hash has no such bit would be
+        // hashed again at every look.
+        assert_ne!(hasher.hash("").1 & HASHED, 0);
     }
 
     #[test]

@@ -7,13 +7,14 @@ use crate::dedup::IdempotencyKey;
 use crate::envelope::{EventId, Headers};
 use crate::error::PublishError;
 use crate::request::{ReplyTo, Requester};
-use crate::topic::{Receipt, Topic, Wait};
+use crate::sync::Arc;
+use crate::topic::{Receipt, TopicCore, Wait};
 
 /// An event and the metadata its publisher chose.
 pub(crate) struct Draft<E> {
     pub(crate) event: E,
     pub(crate) key: Option<Box<str>>,
-    pub(crate) idempotency_key: Option<Box<IdempotencyKey>>,
+    pub(crate) idempotency_key: Option<IdempotencyKey>,
     pub(crate) headers: Headers,
     pub(crate) correlation_id: Option<EventId>,
     /// Published by the bus as a dead letter.
@@ -41,7 +42,7 @@ impl<E> Draft<E> {
 
 /// A publish being prepared: set metadata, then call one of the publish methods.
 ///
-/// Made by [`Bus::message`](crate::Bus::message) and [`Topic::message`].
+/// Made by [`Bus::message`](crate::Bus::message) and [`Topic::message`](crate::Topic::message).
 ///
 /// # Example
 ///
@@ -64,12 +65,14 @@ impl<E> Draft<E> {
 /// ```
 #[must_use = "a message is published only by `publish`, `try_publish` or `publish_timeout`"]
 pub struct Message<E> {
-    topic: Topic<E>,
+    /// The topic's core alone: a `Topic` handle would clone the bus's `Arc` too, for
+    /// every message.
+    topic: Arc<TopicCore<E>>,
     draft: Draft<E>,
 }
 
 impl<E: Send + Sync + 'static> Message<E> {
-    pub(crate) fn new(topic: Topic<E>, event: E) -> Self {
+    pub(crate) fn new(topic: Arc<TopicCore<E>>, event: E) -> Self {
         Message {
             topic,
             draft: Draft::new(event),
@@ -104,38 +107,38 @@ impl<E: Send + Sync + 'static> Message<E> {
         self
     }
 
-    /// As [`Topic::publish`].
+    /// As [`Topic::publish`](crate::Topic::publish).
     ///
     /// # Errors
     ///
-    /// As [`Topic::publish`]; the event is handed back.
+    /// As [`Topic::publish`](crate::Topic::publish); the event is handed back.
     pub fn publish(self) -> Result<Receipt, PublishError<E>> {
-        self.topic.core.publish(self.draft, Wait::Until(None))
+        self.topic.publish(self.draft, Wait::Until(None))
     }
 
-    /// As [`Topic::try_publish`].
+    /// As [`Topic::try_publish`](crate::Topic::try_publish).
     ///
     /// # Errors
     ///
-    /// As [`Topic::try_publish`]; the event is handed back.
+    /// As [`Topic::try_publish`](crate::Topic::try_publish); the event is handed back.
     pub fn try_publish(self) -> Result<Receipt, PublishError<E>> {
-        self.topic.core.publish(self.draft, Wait::Never)
+        self.topic.publish(self.draft, Wait::Never)
     }
 
-    /// As [`Topic::publish_timeout`].
+    /// As [`Topic::publish_timeout`](crate::Topic::publish_timeout).
     ///
     /// # Errors
     ///
-    /// As [`Topic::publish_timeout`]; the event is handed back.
+    /// As [`Topic::publish_timeout`](crate::Topic::publish_timeout); the event is handed back.
     pub fn publish_timeout(self, timeout: Duration) -> Result<Receipt, PublishError<E>> {
-        self.topic.core.publish(self.draft, Wait::timeout(timeout))
+        self.topic.publish(self.draft, Wait::timeout(timeout))
     }
 }
 
 impl<E> fmt::Debug for Message<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
-            .field("topic", &self.topic.core.name)
+            .field("topic", &self.topic.name)
             .field("event", &std::any::type_name::<E>())
             .field("key", &self.draft.key)
             .field("idempotency_key", &self.draft.idempotency_key)

@@ -1107,7 +1107,7 @@ impl<E: Send + Sync + 'static> Topic<E> {
 
     /// Starts a publish with metadata: key, headers, correlation id.
     pub fn message(&self, event: E) -> Message<E> {
-        Message::new(self.clone(), event)
+        Message::new(self.core.clone(), event)
     }
 
     /// Subscribes a handler with the bus's default options.

@@ -35,8 +35,8 @@ impl<E: Send + Sync + 'static> Topic<E> {
     /// history's buffer has room to grow into), and keeps its envelope alive: the event
     /// and its metadata, one allocation shared with the subscribers. Measured (B6 in
     /// `BENCHMARKS.md`, 10,000 events of 64 bytes): the history adds 26 bytes per
-    /// event; with nobody else holding the events, it keeps 202 bytes alive per event
-    /// beyond the event itself (most of it the metadata), 259 in a compacted history
+    /// event; with nobody else holding the events, it keeps 234 bytes alive per event
+    /// beyond the event itself (most of it the metadata), 291 in a compacted history
     /// with a 16-byte key per event, its index of keys included.
     ///
     /// # Errors
