@@ -519,6 +519,35 @@ impl<E: Send + Sync + 'static> AckReceiver<E> {
         self.shared.stats()
     }
 
+    /// Unsubscribes, as dropping the receiver does, and returns its counters at that
+    /// moment: what was still queued and the retries still waiting are counted as
+    /// dropped ([`DropReason::Unsubscribed`](crate::DropReason::Unsubscribed)), or in a
+    /// consumer group given to the group (`handed_over`). Handles still out are
+    /// `unacked` there; they can still be settled (see "Settling after the end"), and
+    /// what they do then is not in these counters.
+    ///
+    /// ```
+    /// use crier::{Bus, Retry};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::new();
+    /// let jobs = bus.subscriber::<u32>().at_least_once(Retry::ordered()).ack_receiver()?;
+    /// for job in 1..=3_u32 {
+    ///     bus.publish(job)?;
+    /// }
+    /// jobs.recv()?.ack();
+    /// let held = jobs.recv()?;
+    /// let last = jobs.unsubscribe();
+    /// assert_eq!((last.delivered, last.unacked, last.dropped.unsubscribed), (1, 1, 1));
+    /// assert!(last.is_balanced());
+    /// held.ack(); // still counts, after the snapshot
+    /// # Ok(()) }
+    /// ```
+    pub fn unsubscribe(self) -> SubscriberStats {
+        // The drop that follows finds it unsubscribed and does nothing more.
+        self.shared.unsubscribe()
+    }
+
     /// A copy of the dead letters this receiver keeps because they reached nobody,
     /// oldest first (see [`Subscription::dead_letters`](crate::Subscription::dead_letters)).
     pub fn dead_letters(&self) -> Vec<DeadLetter<E>> {

@@ -56,7 +56,8 @@
 //! - G2: nothing is added to a dissolved group's queue after its last member drains
 //!   it. Joining, leaving, dissolving and giving back all hold the group's
 //!   `dissolved` lock (which also orders changes to the member list), and a give-back
-//!   checks the flag under it; a dissolve takes the hub off the topic and passes its
+//!   checks the flag under it, and drops instead when no other member is listed (the
+//!   last member gives back before it leaves); a dissolve takes the hub off the topic and passes its
 //!   commit lock under it, so no publish pushes after that; the drain comes after the
 //!   dissolve.
 //! - G3: a member never joins a dissolved group: joining checks `dissolved` under the
@@ -629,12 +630,15 @@ impl<E: Send + Sync + 'static> Inbox<E> for GroupSeat<E> {
         }
         let group = &self.group;
         let dissolved = group.dissolved.lock();
-        // Nobody would take them: the last member left, or the bus is closing (G5).
-        // Only shutdown closes the queue: a give-back that finds it closed (a member
-        // that left before the shutdown, its handle nacked after) drops for the
-        // shutdown, not for the leaving.
+        // Nobody would take them: the last member left, or is leaving (it gives back
+        // before it leaves, and would otherwise take them back to drop them as its
+        // own, counting them twice), or the bus is closing (G5). Only shutdown closes
+        // the queue: a give-back that finds it closed (a member that left before the
+        // shutdown, its handle nacked after) drops for the shutdown, not for the
+        // leaving.
         let closing = group.hub.inbox.is_closed();
-        if reason != DropReason::Unsubscribed || *dissolved || closing {
+        let nobody = *dissolved || !group.members.has_other_than(self.seat);
+        if reason != DropReason::Unsubscribed || nobody || closing {
             drop(dissolved);
             // Dropped: their keys are free again.
             for env in &waiting {

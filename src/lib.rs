@@ -41,7 +41,8 @@
 //! - **Subscribers** are push handlers ([`Bus::subscribe`], or [`Bus::subscriber`] for
 //!   options) run on the worker pool, on a thread of their own, or inline on the
 //!   publishing thread ([`Dispatch`]); **receivers** ([`Bus::receiver`]) are pulled by
-//!   the caller. [`Subscription`] and [`Receiver`] unsubscribe when dropped.
+//!   the caller. [`Subscription`], [`Receiver`] and [`AckReceiver`] unsubscribe when
+//!   dropped, or by their `unsubscribe`, which returns the final counters.
 //!
 //! # Promises
 //!

@@ -225,6 +225,26 @@ impl<E: Send + Sync + 'static> Receiver<E> {
     pub fn stats(&self) -> SubscriberStats {
         self.control().stats()
     }
+
+    /// Unsubscribes, as dropping the receiver does, and returns its final counters:
+    /// what was still queued is counted as dropped
+    /// ([`DropReason::Unsubscribed`](crate::DropReason::Unsubscribed)).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = crier::Bus::new();
+    /// let rx = bus.receiver::<u32>()?;
+    /// bus.publish(1_u32)?;
+    /// bus.publish(2_u32)?;
+    /// assert_eq!(*rx.recv()?, 1);
+    /// let last = rx.unsubscribe();
+    /// assert_eq!((last.accepted, last.delivered, last.dropped.unsubscribed), (2, 1, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn unsubscribe(self) -> SubscriberStats {
+        // The drop that follows finds it unsubscribed and does nothing more.
+        self.control().unsubscribe()
+    }
 }
 
 /// The `DropOldest` evictions not yet reported to a mailbox receiver, if any; they

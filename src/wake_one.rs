@@ -88,6 +88,11 @@ impl Members {
         *list = std::sync::Arc::from(kept);
     }
 
+    /// Whether a member other than the one in `seat` is listed now.
+    pub(crate) fn has_other_than(&self, seat: SeatId) -> bool {
+        self.list.read().iter().any(|(s, _)| *s != seat)
+    }
+
     /// The seats listed now.
     pub(crate) fn seats(&self) -> Vec<SeatId> {
         self.list.read().iter().map(|(seat, _)| *seat).collect()

@@ -405,3 +405,29 @@ fn ack_groups_under_the_checker_as_members_leave_holding_deliveries() {
         history.check().assert_clean();
     });
 }
+
+#[test]
+fn the_last_member_counts_its_waiting_retry_once_as_it_leaves() {
+    let bus = Bus::builder().clock(ManualClock::new()).build().unwrap();
+    let only = member(&bus, Retry::ordered().backoff(Backoff::fixed(Duration::from_secs(60))));
+    for n in 0_u32..3 {
+        bus.publish(n).unwrap();
+    }
+    let first = only.try_recv().unwrap();
+    assert_eq!(first.nack(), Ok(Nack::Retry { attempt: 2 }));
+    let held = only.try_recv();
+    assert!(
+        matches!(held, Err(TryRecvError::Empty)),
+        "ordered: the retry holds the line"
+    );
+    let before = only.stats();
+    assert_eq!((before.accepted, before.retried, before.retrying), (1, 1, 1));
+    // Leaving dissolves the group: the retry is dropped where it waits, not given to
+    // the group and taken back (which counted event 0 as accepted twice), and the
+    // group's queue (events 1 and 2) is dropped as this member's.
+    let last = only.unsubscribe();
+    assert!(last.is_balanced(), "{last:?}");
+    let counts = (last.accepted, last.retried, last.handed_over, last.dropped.unsubscribed);
+    assert_eq!(counts, (3, 1, 0, 3), "{last:?}");
+    assert_eq!((last.retrying, last.queued, last.unacked), (0, 0, 0));
+}

@@ -338,6 +338,28 @@ fn a_leaving_member_hands_its_waiting_retries_to_the_group() {
 }
 
 #[test]
+fn the_last_member_to_leave_drops_its_waiting_retry_counted_once() {
+    let bus = Bus::builder().clock(ManualClock::new()).build().unwrap();
+    let retry = Retry::ordered().backoff(Backoff::fixed(Duration::from_secs(60)));
+    let only = bus
+        .subscriber::<u32>()
+        .group("workers")
+        .at_least_once(retry)
+        .subscribe(|_: &Envelope<u32>| -> Result<(), String> { Err("down".into()) })
+        .unwrap();
+    bus.publish(7_u32).unwrap();
+    bus.wait_idle(WAIT).unwrap();
+    assert_eq!(only.stats().retrying, 1);
+    // Nobody is left to take it: dropped where it waits, not given to the group and
+    // taken back, which counted the event as accepted twice.
+    let left = only.unsubscribe();
+    let counts = (left.accepted, left.retried, left.handed_over, left.dropped.unsubscribed);
+    assert_eq!(counts, (1, 1, 0, 1), "{left:?}");
+    assert!(left.is_balanced(), "{left:?}");
+    assert!(bus.stats().group("workers").is_none(), "the group ended");
+}
+
+#[test]
 fn shutdown_drains_a_group_and_reports_it() {
     let bus = Bus::new();
     let done = Arc::new(AtomicU32::new(0));

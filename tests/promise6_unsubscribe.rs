@@ -201,3 +201,33 @@ fn subscription_churn_returns_the_registry_to_empty() {
     assert_eq!(stats.topics[0].subscribers, 0);
     assert_eq!(stats.topics[0].published, 10_000);
 }
+
+#[test]
+fn receivers_report_their_final_counters_when_unsubscribed() {
+    use crier::testing::ManualClock;
+    use crier::{Backoff, Nack, Retry};
+
+    let bus = Bus::builder().clock(ManualClock::new()).build().unwrap();
+    // A filter gives this receiver a mailbox of its own; the other reads the ring.
+    let mailbox = bus.subscriber::<u32>().filter(|_| true).receiver().unwrap();
+    let ring = bus.receiver::<u32>().unwrap();
+    let retry = Retry::ordered().backoff(Backoff::fixed(Duration::from_secs(60)));
+    let acked = bus.subscriber::<u32>().at_least_once(retry).ack_receiver().unwrap();
+    for n in 0..4_u32 {
+        bus.publish(n).unwrap();
+    }
+    assert_eq!(*mailbox.recv().unwrap(), 0);
+    assert_eq!(acked.recv().unwrap().nack(), Ok(Nack::Retry { attempt: 2 }));
+
+    for last in [mailbox.unsubscribe(), ring.unsubscribe()] {
+        assert!(last.is_balanced(), "{last:?}");
+        assert_eq!(last.accepted, 4, "{last:?}");
+        assert_eq!(last.delivered + last.dropped.unsubscribed, 4, "{last:?}");
+    }
+    // The retry still waiting and the 3 events queued behind it are dropped.
+    let last = acked.unsubscribe();
+    assert!(last.is_balanced(), "{last:?}");
+    let counts = (last.accepted, last.retried, last.retrying, last.dropped.unsubscribed);
+    assert_eq!(counts, (4, 1, 0, 4), "{last:?}");
+    assert!(bus.stats().subscribers.is_empty(), "all three left");
+}
