@@ -50,11 +50,11 @@ impl std::hash::Hash for EventId {
     }
 }
 
-/// As the number, a `u128`.
+/// As the number: a newtype of one `u128`, as when the id was one.
 #[cfg(feature = "serde")]
 impl serde::Serialize for EventId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u128(self.as_u128())
+        serializer.serialize_newtype_struct("EventId", &self.as_u128())
     }
 }
 

@@ -57,9 +57,9 @@
 //!   it. Joining, leaving, dissolving and giving back all hold the group's
 //!   `dissolved` lock (which also orders changes to the member list), and a give-back
 //!   checks the flag under it, and drops instead when no other member is listed (the
-//!   last member gives back before it leaves); a dissolve takes the hub off the topic and passes its
-//!   commit lock under it, so no publish pushes after that; the drain comes after the
-//!   dissolve.
+//!   last member gives back before it leaves); a dissolve takes the hub off the topic
+//!   and passes its commit lock under it, so no publish pushes after that; the drain
+//!   comes after the dissolve.
 //! - G3: a member never joins a dissolved group: joining checks `dissolved` under the
 //!   same lock, and under the topic's group map lock, and makes a new group if so.
 //! - G4 (key affinity): a member's seat is in the member list before it is in the
