@@ -296,13 +296,10 @@ fn an_at_least_once_member_retries_its_own_failures_then_dead_letters_them() {
     assert!(bad.is_balanced() && ok.is_balanced());
 }
 
-#[test]
-fn a_leaving_member_hands_its_waiting_retries_to_the_group() {
-    let clock = ManualClock::new();
-    let bus = Bus::builder().clock(clock.clone()).build().unwrap();
-    let retry = Retry::ordered()
-        .max_attempts(5)
-        .backoff(Backoff::fixed(Duration::from_secs(60)));
+/// A member of "workers" whose handler always fails, after event 7 was published:
+/// its retry waits a minute on a manual clock that never moves.
+fn member_with_a_waiting_retry(bus: &Bus) -> Subscription {
+    let retry = Retry::ordered().backoff(Backoff::fixed(Duration::from_secs(60)));
     let failing = bus
         .subscriber::<u32>()
         .group("workers")
@@ -312,13 +309,20 @@ fn a_leaving_member_hands_its_waiting_retries_to_the_group() {
     bus.publish(7_u32).unwrap();
     bus.wait_idle(WAIT).unwrap();
     assert_eq!(failing.stats().retrying, 1);
+    failing
+}
+
+#[test]
+fn a_leaving_member_hands_its_waiting_retries_to_the_group() {
+    let bus = Bus::builder().clock(ManualClock::new()).build().unwrap();
+    let failing = member_with_a_waiting_retry(&bus);
 
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let seen = attempts.clone();
     let good = bus
         .subscriber::<u32>()
         .group("workers")
-        .at_least_once(retry)
+        .at_least_once(Retry::ordered())
         .subscribe(move |env: &Envelope<u32>| seen.lock().unwrap().push((**env, env.attempt())))
         .unwrap();
     let left = failing.unsubscribe();
@@ -340,16 +344,7 @@ fn a_leaving_member_hands_its_waiting_retries_to_the_group() {
 #[test]
 fn the_last_member_to_leave_drops_its_waiting_retry_counted_once() {
     let bus = Bus::builder().clock(ManualClock::new()).build().unwrap();
-    let retry = Retry::ordered().backoff(Backoff::fixed(Duration::from_secs(60)));
-    let only = bus
-        .subscriber::<u32>()
-        .group("workers")
-        .at_least_once(retry)
-        .subscribe(|_: &Envelope<u32>| -> Result<(), String> { Err("down".into()) })
-        .unwrap();
-    bus.publish(7_u32).unwrap();
-    bus.wait_idle(WAIT).unwrap();
-    assert_eq!(only.stats().retrying, 1);
+    let only = member_with_a_waiting_retry(&bus);
     // Nobody is left to take it: dropped where it waits, not given to the group and
     // taken back, which counted the event as accepted twice.
     let left = only.unsubscribe();
