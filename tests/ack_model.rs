@@ -3,7 +3,9 @@
 //! (which delivery comes next, with which attempt number; retries after the backoff;
 //! dead letters after the last attempt; at most `max_unacked` out; ordered retries hold
 //! the line, unordered ones until `capacity` wait), and its counters balance after
-//! every step. Both kinds: a lossless one reads its topic's broadcast ring (`Reject`:
+//! every step; then `unsubscribe` returns the final counters (what was queued and the
+//! waiting retries dropped, the handles still out `unacked`), after which a nack is
+//! refused and an ack still settles. Both kinds: a lossless one reads its topic's broadcast ring (`Reject`:
 //! a publish into a full one is refused), the other a mailbox of its own
 //! (`DropNewest`).
 
@@ -11,7 +13,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crier::testing::ManualClock;
-use crier::{AckHandle, Backoff, Bus, Overflow, Retry, SubscriberStats};
+use crier::{AckError, AckHandle, Backoff, Bus, Overflow, Retry, SubscriberStats};
 use proptest::prelude::*;
 
 const BACKOFF: Duration = Duration::from_secs(1);
@@ -76,6 +78,7 @@ struct Model {
     retried: u64,
     dead_lettered: u64,
     dropped_newest: u64,
+    dropped_unsubscribed: u64,
     refused: u64,
 }
 
@@ -133,6 +136,13 @@ impl Model {
         }
     }
 
+    /// What is queued and what waits for a retry is dropped; handles out stay out.
+    fn unsubscribe(&mut self) {
+        self.dropped_unsubscribed += (self.queue.len() + self.retries.len()) as u64;
+        self.queue.clear();
+        self.retries.clear();
+    }
+
     fn check(&self, stats: &SubscriberStats) {
         assert!(stats.is_balanced(), "identity broken: {stats:#?}");
         let actual = (
@@ -144,6 +154,7 @@ impl Model {
             stats.unacked,
             stats.queued,
             stats.dropped.newest,
+            stats.dropped.unsubscribed,
             stats.refused,
         );
         let expected = (
@@ -155,11 +166,12 @@ impl Model {
             self.out.len() as u64,
             self.queue.len() as u64,
             self.dropped_newest,
+            self.dropped_unsubscribed,
             self.refused,
         );
         assert_eq!(
             actual, expected,
-            "(accepted, delivered, retried, dead_lettered, retrying, unacked, queued, dropped, refused)"
+            "(accepted, delivered, retried, dead_lettered, retrying, unacked, queued, dropped newest, dropped unsubscribed, refused)"
         );
     }
 }
@@ -222,6 +234,15 @@ fn run(config: Config, ops: Vec<Op>) {
             }
         }
         model.check(&rx.stats());
+    }
+    model.unsubscribe();
+    model.check(&rx.unsubscribe());
+    // After the end, a nack cannot redeliver; an ack still settles (no error to see).
+    for (i, handle) in handles.into_iter().enumerate() {
+        match i % 2 {
+            0 => assert_eq!(handle.nack(), Err(AckError::Unsubscribed)),
+            _ => handle.ack(),
+        }
     }
 }
 
