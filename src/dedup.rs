@@ -174,7 +174,7 @@ impl IdempotencyKey {
         if second & HASHED != 0 {
             return KeyHash(self.hash[0].load(Ordering::Relaxed), second);
         }
-        let hash = hasher.hash(&*self.text);
+        let hash = hasher.hash_text(&self.text);
         self.hash[0].store(hash.0, Ordering::Relaxed);
         self.hash[1].store(hash.1, Ordering::Release);
         hash
@@ -219,6 +219,14 @@ impl KeyHasher {
         let (first, second) = sip.finish128();
         KeyHash(first, second | HASHED)
     }
+
+    /// [`hash`](Self::hash) of a `str`, in one pass: about half the instructions for
+    /// a short key.
+    pub(crate) fn hash_text(&self, text: &str) -> KeyHash {
+        // `str`'s `Hash` writes its bytes and then `0xff`.
+        let (first, second) = Sip13::new(self.0, self.1).finish128_of(text.as_bytes(), 0xff);
+        KeyHash(first, second | HASHED)
+    }
 }
 
 /// A topic's window: the keys it accepted recently, each with the `seq` it was
@@ -258,6 +266,9 @@ mod tests {
         let hasher = KeyHasher::new();
         let key = IdempotencyKey::new("pay-1".to_string());
         assert_eq!(key.hash(&hasher), hasher.hash("pay-1"));
+        for text in ["", "pay-1", "1234567", "12345678", &"x".repeat(1000)] {
+            assert_eq!(hasher.hash_text(text), hasher.hash(text), "{} bytes", text.len());
+        }
         assert_eq!(key.hash(&hasher), key.hash(&hasher));
         assert_ne!(key.hash(&hasher), KeyHasher::new().hash("pay-1"), "seeds of its own");
         // The flag a cached hash is read by: a key whose hash has no such bit would be

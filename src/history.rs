@@ -227,7 +227,7 @@ impl<E> Log<E> {
     pub(crate) fn push(&mut self, env: Envelope<E>, gone: &mut Vec<Envelope<E>>) {
         if self.retention.is_compacted() {
             if let Some(key) = env.key() {
-                let key = self.hasher.hash(key);
+                let key = self.hasher.hash_text(key);
                 if let Some(older) = self.latest.insert(key, env.seq()) {
                     self.replace(older, gone);
                 }
@@ -304,7 +304,7 @@ impl<E> Log<E> {
         self.evicted += 1;
         if self.retention.is_compacted() {
             if let Some(key) = env.key() {
-                let key = self.hasher.hash(key);
+                let key = self.hasher.hash_text(key);
                 if self.latest.get(&key) == Some(&env.seq()) {
                     self.latest.remove(&key);
                 }
@@ -327,7 +327,7 @@ impl<E> Log<E> {
             for i in (0..self.slots.len()).rev() {
                 let Slot::Event(env) = &self.slots[i] else { continue };
                 let Some(key) = env.key() else { continue };
-                let (key, seq) = (self.hasher.hash(key), env.seq());
+                let (key, seq) = (self.hasher.hash_text(key), env.seq());
                 let is_latest = match self.latest.entry(key) {
                     Entry::Vacant(entry) => {
                         entry.insert(seq);
