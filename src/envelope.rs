@@ -107,6 +107,34 @@ impl fmt::Debug for Headers {
     }
 }
 
+/// What caused an event, and whether the bus published it as a dead letter: an id and
+/// two flags in 24 bytes, where an `Option<EventId>` and a `bool` took 32 (with the
+/// idempotency key's text inline, that keeps [`Metadata`] at 192 bytes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lineage {
+    /// Meaningful only if `caused`.
+    cause: EventId,
+    caused: bool,
+    /// Published by the bus as a [`DeadLetter`](crate::DeadLetter): a subscriber that
+    /// fails on it makes no dead letter of it.
+    dead_letter: bool,
+}
+
+impl Lineage {
+    pub(crate) fn new(cause: Option<EventId>, dead_letter: bool) -> Lineage {
+        Lineage {
+            cause: cause.unwrap_or(EventId::new(0, 0)),
+            caused: cause.is_some(),
+            dead_letter,
+        }
+    }
+
+    /// The id of the event whose handler published this one, if any.
+    pub(crate) fn cause(&self) -> Option<EventId> {
+        self.caused.then_some(self.cause)
+    }
+}
+
 /// Everything but the event: what the publisher chose and what the bus stamped.
 #[derive(Debug, Clone)]
 pub(crate) struct Metadata {
@@ -118,10 +146,7 @@ pub(crate) struct Metadata {
     pub(crate) idempotency_key: Option<IdempotencyKey>,
     pub(crate) headers: Headers,
     pub(crate) correlation_id: EventId,
-    pub(crate) causation_id: Option<EventId>,
-    /// Published by the bus as a [`DeadLetter`](crate::DeadLetter): a subscriber that
-    /// fails on it makes no dead letter of it.
-    pub(crate) dead_letter: bool,
+    pub(crate) lineage: Lineage,
     /// A request's way back to its requester (see `request`); `None` for other events.
     pub(crate) reply_to: Option<ReplyTo>,
 }
@@ -138,8 +163,7 @@ impl Metadata {
             idempotency_key: None,
             headers: Headers::default(),
             correlation_id: id,
-            causation_id: None,
-            dead_letter: false,
+            lineage: Lineage::new(None, false),
             reply_to: None,
         }
     }
@@ -258,7 +282,7 @@ impl<E> Envelope<E> {
 
     /// The id of the event whose handler published this one, if any.
     pub fn causation_id(&self) -> Option<EventId> {
-        self.shared.meta.causation_id
+        self.shared.meta.lineage.cause()
     }
 
     /// Which delivery attempt this is, starting at 1. Under at-most-once delivery it is
@@ -287,7 +311,7 @@ impl<E> Envelope<E> {
     }
 
     pub(crate) fn is_dead_letter(&self) -> bool {
-        self.shared.meta.dead_letter
+        self.shared.meta.lineage.dead_letter
     }
 
     /// The event, if this envelope is its only holder.
@@ -329,7 +353,7 @@ impl<E> fmt::Debug for Envelope<E> {
             .field("idempotency_key", &meta.idempotency_key)
             .field("headers", &meta.headers)
             .field("correlation_id", &meta.correlation_id)
-            .field("causation_id", &meta.causation_id)
+            .field("causation_id", &meta.lineage.cause())
             .field("attempt", &self.attempt)
             .finish()
     }

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::IdempotencyKey;
-use crate::envelope::{Envelope, EventId, Headers, Metadata, Shared};
+use crate::envelope::{Envelope, EventId, Headers, Lineage, Metadata, Shared};
 use crate::error::{ExportError, ImportError};
 use crate::history::Log;
 use crate::registry::TopicName;
@@ -228,8 +228,7 @@ pub(crate) fn read<E: DeserializeOwned>(
                 idempotency_key: raw.idempotency_key.map(IdempotencyKey::new),
                 headers,
                 correlation_id,
-                causation_id,
-                dead_letter: false,
+                lineage: Lineage::new(causation_id, false),
                 reply_to: None,
             },
         }));

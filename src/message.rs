@@ -88,7 +88,8 @@ impl<E: Send + Sync + 'static> Message<E> {
     /// Sets the idempotency key ([`Envelope::idempotency_key`](crate::Envelope::idempotency_key)):
     /// publishing the same operation twice with one key lets a subscriber with a
     /// [`DedupWindow`](crate::DedupWindow) handle it once. Any length; windows keep a
-    /// fixed-size hash of it, not the key.
+    /// fixed-size hash of it, not the key. The event keeps a key of up to 22 bytes
+    /// inline, and a longer one in a box of its own.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.draft.idempotency_key = Some(IdempotencyKey::new(key.into()));
         self

@@ -151,7 +151,7 @@ impl AnyEnvelope {
 
     /// See [`Envelope::causation_id`].
     pub fn causation_id(&self) -> Option<EventId> {
-        self.shared.meta().causation_id
+        self.shared.meta().lineage.cause()
     }
 }
 
@@ -164,7 +164,7 @@ impl fmt::Debug for AnyEnvelope {
             .field("topic", &meta.topic)
             .field("seq", &meta.seq)
             .field("correlation_id", &meta.correlation_id)
-            .field("causation_id", &meta.causation_id)
+            .field("causation_id", &meta.lineage.cause())
             .finish()
     }
 }

@@ -59,7 +59,7 @@ use crate::bus::BusShared;
 use crate::context;
 use crate::dedup::{Accepted, DedupWindow, KeyHash};
 use crate::dispatch::{self, Runtime};
-use crate::envelope::{Envelope, EventId, Metadata, Shared};
+use crate::envelope::{Envelope, EventId, Lineage, Metadata, Shared};
 use crate::error::{Failure, PublishError, ReplayError, SubscribeError, TopicError};
 use crate::group::{Group, Groups};
 use crate::history::{self, History, Log, Offset};
@@ -914,8 +914,7 @@ impl<E: Send + Sync + 'static> TopicCore<E> {
                 idempotency_key: draft.idempotency_key,
                 headers: draft.headers,
                 correlation_id,
-                causation_id: parent.map(|p| p.event),
-                dead_letter: draft.dead_letter,
+                lineage: Lineage::new(parent.map(|p| p.event), draft.dead_letter),
                 reply_to: draft.reply_to,
             },
         }))
