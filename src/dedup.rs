@@ -135,20 +135,31 @@ impl DedupWindow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct KeyHash(pub(crate) u64, pub(crate) u64);
 
-/// An event's idempotency key, with its hash once a window needed it: every window on
-/// a bus hashes with the bus's one `KeyHasher`, so the key is hashed at most once
-/// however many windows look at it.
+/// An event's idempotency key, as [`Message::idempotency_key`](crate::Message::idempotency_key)
+/// takes it: text, or an integer, which is the same key as its decimal text (`42_u64`
+/// and `"42"` are one key).
 ///
-/// It lives in the event's metadata, not in a box of its own, and so does its text when
-/// it is short ([`KeyText`]): a keyed publish allocates nothing for its key. The hash's
-/// second word doubles as the "hashed" flag, since
-/// [`KeyHasher::hash`] always sets its top bit ([`HASHED`]): the first word is stored
-/// before the second (`Release`), and read after the second was seen hashed
-/// (`Acquire`). Threads that race to hash the key store the same words, so a reader
-/// sees them whole whichever stores it sees; cheaper than a `OnceLock`, whose first
-/// call runs its once-only protocol for every event. loom model:
-/// `loom_key_hash_raced_by_two_windows_is_the_same_for_both`.
-pub(crate) struct IdempotencyKey {
+/// It converts from `&str`, `String`, `&String`, `Box<str>`, `Cow<str>` and the
+/// integer types. A key of up to 22 bytes (every integer up to 64 bits) is kept inline
+/// in its event, so publishing it allocates nothing; a longer one is boxed.
+///
+/// ```
+/// use crier::IdempotencyKey;
+///
+/// assert_eq!(IdempotencyKey::from(42_u64), IdempotencyKey::from("42"));
+/// assert_eq!(IdempotencyKey::from(-7_i32).as_str(), "-7");
+/// ```
+//
+// Inside: the key's hash once a window needed it. Every window on a bus hashes with
+// the bus's one `KeyHasher`, so the key is hashed at most once however many windows
+// look at it. The hash's second word doubles as the "hashed" flag, since
+// `KeyHasher::hash` always sets its top bit (`HASHED`): the first word is stored
+// before the second (`Release`), and read after the second was seen hashed
+// (`Acquire`). Threads that race to hash the key store the same words, so a reader
+// sees them whole whichever stores it sees; cheaper than a `OnceLock`, whose first
+// call runs its once-only protocol for every event. loom model:
+// `loom_key_hash_raced_by_two_windows_is_the_same_for_both`.
+pub struct IdempotencyKey {
     text: KeyText,
     hash: [AtomicU64; 2],
 }
@@ -171,16 +182,46 @@ enum KeyText {
 }
 
 impl KeyText {
-    fn new(text: String) -> KeyText {
-        if text.len() > INLINE {
-            return KeyText::Boxed(text.into_boxed_str());
-        }
+    /// `text`, inline if it fits (`None` if not).
+    fn inline(text: &str) -> Option<KeyText> {
         let mut bytes = [0; INLINE];
-        bytes[..text.len()].copy_from_slice(text.as_bytes());
-        KeyText::Inline {
+        bytes.get_mut(..text.len())?.copy_from_slice(text.as_bytes());
+        Some(KeyText::Inline {
             len: text.len() as u8,
             bytes,
+        })
+    }
+
+    /// A number's decimal text, as `Display` writes it: inline, written in place, for
+    /// up to 22 characters (every integer up to 64 bits).
+    fn decimal(negative: bool, magnitude: u128) -> KeyText {
+        let digits = magnitude.checked_ilog10().map_or(1, |log| log as usize + 1);
+        let len = usize::from(negative) + digits;
+        let mut bytes = [0; INLINE];
+        let Some(places) = bytes.get_mut(usize::from(negative)..len) else {
+            let sign = if negative { "-" } else { "" };
+            return KeyText::Boxed(format!("{sign}{magnitude}").into_boxed_str());
+        };
+        match u64::try_from(magnitude) {
+            // 64-bit division where it is enough: a 128-bit one is a library call.
+            Ok(mut rest) => {
+                for place in places.iter_mut().rev() {
+                    *place = b'0' + (rest % 10) as u8;
+                    rest /= 10;
+                }
+            }
+            Err(_) => {
+                let mut rest = magnitude;
+                for place in places.iter_mut().rev() {
+                    *place = b'0' + (rest % 10) as u8;
+                    rest /= 10;
+                }
+            }
         }
+        if negative {
+            bytes[0] = b'-';
+        }
+        KeyText::Inline { len: len as u8, bytes }
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -192,10 +233,24 @@ impl KeyText {
 
     fn as_str(&self) -> &str {
         match self {
-            // The whole of a `str`'s bytes: always UTF-8, so never the default.
+            // The whole of a `str`'s bytes, or ASCII digits: always UTF-8, so never the
+            // default.
             KeyText::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
             KeyText::Boxed(text) => text,
         }
+    }
+}
+
+impl From<&str> for KeyText {
+    fn from(text: &str) -> KeyText {
+        KeyText::inline(text).unwrap_or_else(|| KeyText::Boxed(text.into()))
+    }
+}
+
+impl From<String> for KeyText {
+    /// A long key keeps the string's allocation.
+    fn from(text: String) -> KeyText {
+        KeyText::inline(&text).unwrap_or_else(|| KeyText::Boxed(text.into_boxed_str()))
     }
 }
 
@@ -204,14 +259,15 @@ impl KeyText {
 const HASHED: u64 = 1 << 63;
 
 impl IdempotencyKey {
-    pub(crate) fn new(text: String) -> IdempotencyKey {
+    fn of(text: KeyText) -> IdempotencyKey {
         IdempotencyKey {
-            text: KeyText::new(text),
+            text,
             hash: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
-    pub(crate) fn text(&self) -> &str {
+    /// The key's text (an integer's in decimal).
+    pub fn as_str(&self) -> &str {
         self.text.as_str()
     }
 
@@ -243,9 +299,79 @@ impl Clone for IdempotencyKey {
 
 impl std::fmt::Debug for IdempotencyKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.text.as_str().fmt(f)
+        self.as_str().fmt(f)
     }
 }
+
+impl std::fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Keys are equal when their texts are.
+impl PartialEq for IdempotencyKey {
+    fn eq(&self, other: &IdempotencyKey) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for IdempotencyKey {}
+
+impl From<&str> for IdempotencyKey {
+    fn from(text: &str) -> IdempotencyKey {
+        IdempotencyKey::of(KeyText::from(text))
+    }
+}
+
+impl From<String> for IdempotencyKey {
+    fn from(text: String) -> IdempotencyKey {
+        IdempotencyKey::of(KeyText::from(text))
+    }
+}
+
+impl From<&String> for IdempotencyKey {
+    fn from(text: &String) -> IdempotencyKey {
+        IdempotencyKey::from(text.as_str())
+    }
+}
+
+impl From<Box<str>> for IdempotencyKey {
+    fn from(text: Box<str>) -> IdempotencyKey {
+        IdempotencyKey::from(String::from(text))
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for IdempotencyKey {
+    fn from(text: std::borrow::Cow<'_, str>) -> IdempotencyKey {
+        IdempotencyKey::from(text.into_owned())
+    }
+}
+
+macro_rules! from_unsigned {
+    ($($int:ty),*) => {$(
+        impl From<$int> for IdempotencyKey {
+            /// Its decimal text, with no allocation.
+            fn from(n: $int) -> IdempotencyKey {
+                IdempotencyKey::of(KeyText::decimal(false, n as u128))
+            }
+        }
+    )*};
+}
+
+macro_rules! from_signed {
+    ($($int:ty),*) => {$(
+        impl From<$int> for IdempotencyKey {
+            /// Its decimal text, with no allocation.
+            fn from(n: $int) -> IdempotencyKey {
+                IdempotencyKey::of(KeyText::decimal(n < 0, n.unsigned_abs() as u128))
+            }
+        }
+    )*};
+}
+
+from_unsigned!(u8, u16, u32, u64, u128, usize);
+from_signed!(i8, i16, i32, i64, i128, isize);
 
 /// Hashes idempotency keys for one bus's windows, with a SipHash key of its own
 /// (see `siphash`).
@@ -316,7 +442,7 @@ mod tests {
     #[test]
     fn a_key_is_hashed_once_and_alike_by_every_window_of_a_bus() {
         let hasher = KeyHasher::new();
-        let key = IdempotencyKey::new("pay-1".to_string());
+        let key = IdempotencyKey::from("pay-1");
         assert_eq!(key.hash(&hasher), hasher.hash("pay-1"));
         for text in ["", "pay-1", "1234567", "12345678", &"x".repeat(1000)] {
             assert_eq!(hasher.hash_text(text), hasher.hash(text), "{} bytes", text.len());
@@ -328,19 +454,50 @@ mod tests {
         assert_ne!(hasher.hash("").1 & HASHED, 0);
     }
 
+    #[test]
+    fn integer_keys_at_the_ends_of_their_ranges_are_their_text() {
+        let inline = |key: &IdempotencyKey| matches!(key.text, KeyText::Inline { .. });
+        for (key, text) in [
+            (IdempotencyKey::from(0_u8), "0"),
+            (IdempotencyKey::from(u64::MAX), "18446744073709551615"),
+            (IdempotencyKey::from(i64::MIN), "-9223372036854775808"),
+        ] {
+            assert_eq!((key.as_str(), inline(&key)), (text, true));
+        }
+        let min = IdempotencyKey::from(i128::MIN);
+        assert_eq!(min.as_str(), "-170141183460469231731687303715884105728");
+        assert!(!inline(&min), "40 bytes: boxed");
+    }
+
     proptest::proptest! {
+        /// An integer key is its `Display` text, inline up to 22 bytes.
+        #[test]
+        fn an_integer_key_is_its_decimal_text(n: i128, m: u64) {
+            for (key, text) in [
+                (IdempotencyKey::from(n), n.to_string()),
+                (IdempotencyKey::from(m), m.to_string()),
+                (IdempotencyKey::from(n as i64), (n as i64).to_string()),
+                (IdempotencyKey::from(n as u128), (n as u128).to_string()),
+                (IdempotencyKey::from(n as i8), (n as i8).to_string()),
+            ] {
+                proptest::prop_assert_eq!(key.as_str(), text.as_str());
+                proptest::prop_assert_eq!(matches!(key.text, KeyText::Inline { .. }), text.len() <= INLINE);
+            }
+        }
+
         /// A key keeps its text whole, inline or boxed, and hashes as that text does,
         /// cloned or not: texts up to 40 characters, one to four bytes each, so that
         /// the inline limit falls on and between characters.
         #[test]
         fn a_key_keeps_its_text_and_hashes_as_it(text in "\\PC{0,40}") {
             let hasher = KeyHasher::new();
-            let key = IdempotencyKey::new(text.clone());
-            proptest::prop_assert_eq!(key.text(), text.as_str());
+            let key = IdempotencyKey::from(text.clone());
+            proptest::prop_assert_eq!(&key, &IdempotencyKey::from(text.as_str()));
+            proptest::prop_assert_eq!(key.as_str(), text.as_str());
             proptest::prop_assert_eq!(matches!(key.text, KeyText::Inline { .. }), text.len() <= INLINE);
             proptest::prop_assert_eq!(key.hash(&hasher), hasher.hash(text.as_str()));
             let copy = key.clone();
-            proptest::prop_assert_eq!((copy.text(), copy.hash(&hasher)), (text.as_str(), hasher.hash(text.as_str())));
+            proptest::prop_assert_eq!((copy.as_str(), copy.hash(&hasher)), (text.as_str(), hasher.hash(text.as_str())));
         }
     }
 

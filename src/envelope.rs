@@ -250,7 +250,7 @@ impl<E> Envelope<E> {
     /// same operation, which a subscriber with a [`DedupWindow`](crate::DedupWindow)
     /// handles once.
     pub fn idempotency_key(&self) -> Option<&str> {
-        self.shared.meta.idempotency_key.as_ref().map(IdempotencyKey::text)
+        self.shared.meta.idempotency_key.as_ref().map(IdempotencyKey::as_str)
     }
 
     /// The event and metadata every holder of this event shares.

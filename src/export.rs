@@ -225,7 +225,7 @@ pub(crate) fn read<E: DeserializeOwned>(
                 seq: raw.seq,
                 published_at,
                 key: raw.key.map(String::into_boxed_str),
-                idempotency_key: raw.idempotency_key.map(IdempotencyKey::new),
+                idempotency_key: raw.idempotency_key.map(IdempotencyKey::from),
                 headers,
                 correlation_id,
                 lineage: Lineage::new(causation_id, false),

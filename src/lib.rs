@@ -215,8 +215,8 @@
 //!
 //! ## Idempotency
 //!
-//! An event may carry an idempotency key (`bus.message(e).idempotency_key(k)`), or a
-//! subscriber may derive one ([`SubscriberBuilder::dedup_by`]). A subscriber with a
+//! An event may carry an idempotency key (`bus.message(e).idempotency_key(k)`, text or
+//! an integer: [`IdempotencyKey`]), or a subscriber may derive one ([`SubscriberBuilder::dedup_by`]). A subscriber with a
 //! [`DedupWindow`] ([`SubscriberBuilder::dedup`]) skips an event whose key already
 //! *succeeded* for it and counts it as `deduplicated`. The window is bounded by count
 //! and by age, whichever is hit first, and keeps a fixed-size hash per key, so its
@@ -729,7 +729,7 @@ pub use crate::{
     bus::{Bus, WeakBus},
     clock::{Alarm, Clock, SystemClock},
     dead_letter::DeadLetter,
-    dedup::DedupWindow,
+    dedup::{DedupWindow, IdempotencyKey},
     delivery::{Backoff, Delivery, Retry, RetryOrder, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_MAX_ATTEMPTS},
     envelope::{Envelope, EventId, Headers},
     error::{

@@ -503,7 +503,7 @@ fn loom_key_hash_raced_by_two_windows_is_the_same_for_both() {
     // the key's hash, whichever of them stores it, and a later look sees it whole.
     loom::model(|| {
         let hasher = Arc::new(KeyHasher::new());
-        let key = Arc::new(IdempotencyKey::new("pay-7".to_string()));
+        let key = Arc::new(IdempotencyKey::from("pay-7"));
         let other = {
             let (hasher, key) = (hasher.clone(), key.clone());
             thread::spawn(move || key.hash(&hasher))

@@ -88,10 +88,11 @@ impl<E: Send + Sync + 'static> Message<E> {
     /// Sets the idempotency key ([`Envelope::idempotency_key`](crate::Envelope::idempotency_key)):
     /// publishing the same operation twice with one key lets a subscriber with a
     /// [`DedupWindow`](crate::DedupWindow) handle it once. Any length; windows keep a
-    /// fixed-size hash of it, not the key. The event keeps a key of up to 22 bytes
-    /// inline, and a longer one in a box of its own.
-    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
-        self.draft.idempotency_key = Some(IdempotencyKey::new(key.into()));
+    /// fixed-size hash of it, not the key. Text or an integer ([`IdempotencyKey`]:
+    /// `order.id` and `order.id.to_string()` are the same key, and the integer is
+    /// cheaper); a key of up to 22 bytes publishes with no allocation for it.
+    pub fn idempotency_key(mut self, key: impl Into<IdempotencyKey>) -> Self {
+        self.draft.idempotency_key = Some(key.into());
         self
     }
 

@@ -136,7 +136,7 @@ impl AnyEnvelope {
 
     /// See [`Envelope::idempotency_key`].
     pub fn idempotency_key(&self) -> Option<&str> {
-        self.shared.meta().idempotency_key.as_ref().map(IdempotencyKey::text)
+        self.shared.meta().idempotency_key.as_ref().map(IdempotencyKey::as_str)
     }
 
     /// See [`Envelope::headers`].

@@ -248,6 +248,40 @@ fn keys_of_any_size_work_and_cost_one_entry() {
     assert_eq!((stats.delivered, stats.deduplicated, stats.dedup_keys), (2, 2, 2));
 }
 
+/// An integer key is its decimal text: a subscriber and a topic both take `42_u64` and
+/// `"42"` for one key, and the event shows the text.
+#[test]
+fn an_integer_key_is_the_same_key_as_its_decimal_text() {
+    let bus = Bus::builder().inline().build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let sub = bus
+        .subscriber::<u32>()
+        .dedup(DedupWindow::new(10, Duration::from_secs(60)))
+        .subscribe(move |env: &Envelope<u32>| log.lock().unwrap().push(env.idempotency_key().map(str::to_owned)))
+        .unwrap();
+    bus.message(1_u32).idempotency_key(42_u64).publish().unwrap();
+    bus.message(2_u32).idempotency_key("42").publish().unwrap();
+    bus.message(3_u32).idempotency_key(-42_i64).publish().unwrap();
+    bus.message(4_u32).idempotency_key(u128::MAX).publish().unwrap();
+    bus.message(5_u32)
+        .idempotency_key(u128::MAX.to_string())
+        .publish()
+        .unwrap();
+    let stats = sub.stats();
+    assert_eq!((stats.delivered, stats.deduplicated), (3, 2));
+    let expected = ["42", "-42", "340282366920938463463374607431768211455"];
+    assert_eq!(*seen.lock().unwrap(), expected.map(|k| Some(k.to_owned())));
+
+    let topic = bus.topic::<u32>();
+    topic
+        .set_dedup_window(DedupWindow::new(10, Duration::from_secs(60)))
+        .unwrap();
+    let first = topic.message(6).idempotency_key(7_u8).publish().unwrap();
+    let again = topic.message(6).idempotency_key("7").publish().unwrap();
+    assert!(!first.duplicate && again.duplicate && again.seq == first.seq);
+}
+
 #[test]
 fn a_zero_window_and_a_receiver_window_are_refused() {
     let bus = Bus::new();
