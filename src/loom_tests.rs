@@ -1489,7 +1489,7 @@ fn loom_ack_on_the_ring_a_nack_then_a_publish_wake_the_receiver() {
             cursor: Cursor::new(0, 2, true),
             woken: loom::sync::atomic::AtomicBool::new(false),
         });
-        drop(source.ring.write((1, 1), 1));
+        assert!(source.ring.write((1, 1), 1).is_none(), "a fresh slot held nothing");
         let gate = Arc::new(Gate::<Delivery>::new(2, 2));
         let Lease::Item(first) = gate.take(&*source, Take::NoWait, epoch) else {
             panic!("event 1 is on the ring");
@@ -1507,7 +1507,7 @@ fn loom_ack_on_the_ring_a_nack_then_a_publish_wake_the_receiver() {
         nacker.join().unwrap();
         let publisher = {
             let source = source.clone();
-            thread::spawn(move || drop(source.ring.write((2, 1), 1)))
+            thread::spawn(move || assert!(source.ring.write((2, 1), 1).is_none(), "a fresh slot held nothing"))
         };
         let Lease::Item(next) = gate.take(&*source, Take::Until(None), epoch) else {
             panic!("recv returned without event 2");
