@@ -173,7 +173,7 @@ const INLINE: usize = 22;
 /// Why inline: the publisher allocates the box and whichever thread drops the event
 /// last frees it, so with pull receivers every keyed event made a free across threads,
 /// which the allocator pays for in contention as well as in instructions. Keeping short
-/// keys inline made B1's at-least-once + dedup variant about 10% faster on the clock
+/// keys inline made B1's at-least-once + dedup variant about 8% faster on the clock
 /// (BENCHMARKS.md), although it counts slightly more instructions (the copy).
 #[derive(Clone)]
 enum KeyText {

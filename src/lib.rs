@@ -216,8 +216,9 @@
 //! ## Idempotency
 //!
 //! An event may carry an idempotency key (`bus.message(e).idempotency_key(k)`, text or
-//! an integer: [`IdempotencyKey`]), or a subscriber may derive one ([`SubscriberBuilder::dedup_by`]). A subscriber with a
-//! [`DedupWindow`] ([`SubscriberBuilder::dedup`]) skips an event whose key already
+//! an integer: [`IdempotencyKey`]), or a subscriber may derive one
+//! ([`SubscriberBuilder::dedup_by`]). A subscriber with a [`DedupWindow`]
+//! ([`SubscriberBuilder::dedup`]) skips an event whose key already
 //! *succeeded* for it and counts it as `deduplicated`. The window is bounded by count
 //! and by age, whichever is hit first, and keeps a fixed-size hash per key, so its
 //! memory stays flat however many keys pass. Ages run in event time, from the publish
