@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use crier_benches::cpu::process_time;
 use crier_benches::rounds::{rotate, Spread};
 use crier_benches::{group, inline, latency, memory, pull, push, request, scale, Contender};
 
@@ -51,12 +52,46 @@ fn ns_per_event(elapsed: Duration, events: u64) -> f64 {
 
 /// Runs crier and its peers; returns each one's ns per event, per round.
 fn compare(settings: &Settings, events: u64, crier: Contender, peers: &[Contender]) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let (crier, peers) = compare_cpu(settings, events, crier, peers);
+    (crier.wall, peers.into_iter().map(|peer| peer.wall).collect())
+}
+
+/// A contender's cost per event in each round: on the clock (its measured part), and
+/// in the process's CPU time (its whole run, set-up and tear-down included).
+struct Costs {
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
+/// [`compare`], with each run's CPU time too.
+fn compare_cpu(settings: &Settings, events: u64, crier: Contender, peers: &[Contender]) -> (Costs, Vec<Costs>) {
     let contenders: Vec<Contender> = std::iter::once(crier).chain(peers.iter().copied()).collect();
-    let mut times = rotate(settings.rounds, contenders.len(), |k| {
-        ns_per_event((contenders[k].run)(events), events)
+    let mut runs = rotate(settings.rounds, contenders.len(), |k| {
+        let cpu = process_time();
+        let wall = (contenders[k].run)(events);
+        (ns_per_event(wall, events), ns_per_event(process_time() - cpu, events))
     });
-    let crier = times.remove(0);
-    (crier, times)
+    let mut costs = runs.drain(..).map(|rounds| {
+        let (wall, cpu) = rounds.into_iter().unzip();
+        Costs { wall, cpu }
+    });
+    let crier = costs.next().expect("crier ran");
+    (crier, costs.collect())
+}
+
+/// The at-least-once rows of B1–B3: the variant's cost over at-most-once's, on the
+/// clock (against the target) and in CPU time (for information).
+fn at_least_once_rows(at_least_once: &Costs, at_most_once: &Costs) {
+    row(
+        "at-least-once + dedup vs at-most-once",
+        Spread::of_ratios(&at_least_once.wall, &at_most_once.wall),
+        Some(1.5),
+    );
+    row(
+        "  the same in CPU time",
+        Spread::of_ratios(&at_least_once.cpu, &at_most_once.cpu),
+        None,
+    );
 }
 
 /// A row: the ratio, the target (crier/peer at most this), and whether it is met.
@@ -76,26 +111,23 @@ fn b1(settings: &Settings) {
         settings.pull_events
     );
     let contenders: Vec<Contender> = pull::PEERS.into_iter().chain([pull::CRIER_AT_LEAST_ONCE]).collect();
-    let (crier, peers) = compare(settings, settings.pull_events, pull::CRIER, &contenders);
+    let (crier_costs, peers) = compare_cpu(settings, settings.pull_events, pull::CRIER, &contenders);
+    let crier = &crier_costs.wall;
     // Targets: 0.9× the floor's speed; ahead of tokio and async-broadcast; level with bus.
     let targets = [1.0 / 0.9, 1.0, 1.0, 1.0];
     for ((peer, times), target) in pull::PEERS.iter().zip(&peers).zip(targets) {
         row(
             &format!("vs {}", peer.name),
-            Spread::of_ratios(&crier, times),
+            Spread::of_ratios(crier, &times.wall),
             Some(target),
         );
     }
     let at_least_once = &peers[pull::PEERS.len()];
-    row(
-        "at-least-once + dedup vs at-most-once",
-        Spread::of_ratios(at_least_once, &crier),
-        Some(1.5),
-    );
-    println!("  crier: {} ns per event", Spread::of(&crier).show(0));
+    at_least_once_rows(at_least_once, &crier_costs);
+    println!("  crier: {} ns per event", Spread::of(crier).show(0));
     println!(
         "  crier at-least-once + dedup (ack receivers): {} ns per event",
-        Spread::of(at_least_once).show(0)
+        Spread::of(&at_least_once.wall).show(0)
     );
 }
 
@@ -106,21 +138,17 @@ fn b2(settings: &Settings) {
         settings.push_events
     );
     let contenders = [push::PEERS[0], push::CRIER_AT_LEAST_ONCE];
-    let (crier, peers) = compare(settings, settings.push_events, push::CRIER, &contenders);
+    let (crier, peers) = compare_cpu(settings, settings.push_events, push::CRIER, &contenders);
     row(
         &format!("vs {}", push::PEERS[0].name),
-        Spread::of_ratios(&crier, &peers[0]),
+        Spread::of_ratios(&crier.wall, &peers[0].wall),
         Some(1.0),
     );
-    row(
-        "at-least-once + dedup vs at-most-once",
-        Spread::of_ratios(&peers[1], &crier),
-        Some(1.5),
-    );
-    println!("  crier: {} ns per event", Spread::of(&crier).show(0));
+    at_least_once_rows(&peers[1], &crier);
+    println!("  crier: {} ns per event", Spread::of(&crier.wall).show(0));
     println!(
         "  crier at-least-once + dedup: {} ns per event",
-        Spread::of(&peers[1]).show(0)
+        Spread::of(&peers[1].wall).show(0)
     );
 }
 
@@ -135,24 +163,21 @@ fn b3(settings: &Settings) {
         run: inline::crier_one_handler,
     };
     let peers = [inline::PEERS[0], one, inline::CRIER_AT_LEAST_ONCE];
-    let (crier, peers) = compare(settings, settings.inline_events, inline::CRIER, &peers);
-    let (floor, one, at_least_once) = (&peers[0], &peers[1], &peers[2]);
-    row("vs closure loop floor", Spread::of_ratios(&crier, floor), Some(3.0));
-    row(
-        "at-least-once + dedup vs at-most-once",
-        Spread::of_ratios(at_least_once, &crier),
-        Some(1.5),
-    );
+    let (crier_costs, peers) = compare_cpu(settings, settings.inline_events, inline::CRIER, &peers);
+    let crier = &crier_costs.wall;
+    let (floor, one, at_least_once) = (&peers[0].wall, &peers[1].wall, &peers[2]);
+    row("vs closure loop floor", Spread::of_ratios(crier, floor), Some(3.0));
+    at_least_once_rows(at_least_once, &crier_costs);
     let (fixed, per_handler): (Vec<f64>, Vec<f64>) = one
         .iter()
-        .zip(&crier)
+        .zip(crier)
         .map(|(&one, &all)| inline::split_costs(one, all))
         .unzip();
     let floor_per_handler: Vec<f64> = floor.iter().map(|t| t / inline::HANDLERS as f64).collect();
-    println!("  crier: {} ns per event", Spread::of(&crier).show(0));
+    println!("  crier: {} ns per event", Spread::of(crier).show(0));
     println!(
         "  crier at-least-once + dedup: {} ns per event",
-        Spread::of(at_least_once).show(0)
+        Spread::of(&at_least_once.wall).show(0)
     );
     println!(
         "  crier fixed cost per event:        {} ns   target ≤ 60",

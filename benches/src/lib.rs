@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod alloc;
+pub mod cpu;
 pub mod rounds;
 
 /// The 64-byte event every scenario publishes.
