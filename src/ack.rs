@@ -6,11 +6,14 @@
 //! # State
 //!
 //! One mutex guards [`GateState`]:
-//! - `unacked`: deliveries handed out and not yet settled; `<= max_unacked`.
 //! - `retries`: nacked deliveries waiting for their backoff, each already carrying its
 //!   next attempt number (the push subscribers' [`Retries`]).
 //! - `ended`: set once by unsubscribe or shutdown; a nack after it cannot redeliver.
 //! - `source_waiters`: receivers blocked on the source, released by a wake marker.
+//!
+//! Beside it, `out` counts the deliveries handed out and not yet settled (`unacked`,
+//! at most `max_unacked`): it grows under the lock only, and an ack takes from it
+//! without the lock (see "Acks without the lock").
 //!
 //! The *source* (the receiver's mailbox, see [`Source`]) is outside the lock:
 //! publishes push into it without ever touching the gate.
@@ -27,14 +30,31 @@
 //! 4. otherwise wait, until the deadline: on the source if step 2 was allowed (an
 //!    event, or a wake marker, makes it ready; nothing is taken outside the lock), else
 //!    on the `settled` condvar. Then the loop starts again. Before waiting on the
-//!    source, `closed` is read again: the pop may have consumed the close's marker. Before waiting on the
 //!    source, `closed` is read again: the pop may have consumed the close's marker.
 //!
-//! Handing out adds 1 to `unacked`. Settling (ack, nack, drop of a handle) subtracts
-//! it and, for a nack, puts the delivery in `retries` (the caller decides, under the
-//! lock, whether it is a retry or a dead letter); then notifies the condvar and, if a
-//! receiver waits on the source, queues a wake marker there. The timer's wake, when a
-//! retry comes due, does the same after passing through the lock.
+//! Handing out adds 1 to `out`. A nack (or a drop of a handle) subtracts it under the
+//! lock and puts the delivery in `retries` (the caller decides, under the lock, whether
+//! it is a retry or a dead letter); then notifies the condvar and, if a receiver waits
+//! on the source, queues a wake marker there. The timer's wake, when a retry comes due,
+//! does the same after passing through the lock. An ack (or a duplicate skipped at
+//! hand-out) changes nothing the lock guards: it only subtracts from `out`, as follows.
+//!
+//! # Acks without the lock
+//!
+//! An ack only makes room, and only a receiver that waits for room (step 4, on the
+//! `settled` condvar) can need it: one that waits on the source had room already. So
+//! it meets that receiver on `out`'s word, as the ring's sleepers meet on theirs
+//! (`ring`): the waiter, holding the lock, sets `ROOM_WAITED` with a `fetch_or` and
+//! waits only if the count it returned is still at the limit; the ack's `fetch_sub`
+//! returns the word, and if `ROOM_WAITED` was set it clears it and notifies the
+//! condvar under the lock. Read-modify-writes of one word are totally ordered: an ack
+//! before the waiter's `fetch_or` left room that the `fetch_or` sees, and an ack after
+//! it sees the flag and takes the lock, which the waiter holds until the condvar
+//! releases it, so the notify finds it waiting. A flag that an ack cleared while
+//! another receiver was about to wait is set again by that receiver's own `fetch_or`;
+//! the deliveries it waits for are still out, and each settle notifies. A flag left
+//! by a receiver that stopped waiting (its deadline) costs the next ack one notify.
+//! One ack per delivery handed out: `out` never goes below 0 (checked in debug).
 //!
 //! # Invariants
 //!
@@ -45,25 +65,29 @@
 //!   what they did not), so a delivery is never both acked and redelivered.
 //! - I3 a nack never loses the delivery: it is in `retries` (or a dead letter, or
 //!   counted dropped after the end) before the lock is released.
-//! - I4 `unacked <= max_unacked` whenever the lock is free.
+//! - I4 `unacked <= max_unacked` always: only a take adds to it, under the lock, after
+//!   seeing room; an ack only lowers it.
 //! - I5 no lost wake-up. A receiver decides to wait under the lock, and every change
 //!   that lets it go on is made under the lock (a settle, the end) or is followed by
 //!   passing through it (a timer wake: the clock moved first), and is followed by a
-//!   notify or a marker. A condvar waiter releases the lock atomically as it waits. A
-//!   source waiter registers in `source_waiters` before releasing the lock, so a change
-//!   after its release sees it and queues a marker; the marker stays in the source
-//!   until a pop consumes it, so waiting after it was queued returns at once. A
-//!   publish readies the source by itself. A close does not pass through the lock: it
-//!   sets `closed` and then queues a marker unless the flag says one is queued; if a
-//!   pop had just consumed that marker, the pop clears the flag before step 4 reads
-//!   `closed` again (both `SeqCst`), so step 4 sees the close instead of waiting.
+//!   notify or a marker; an ack, which changes nothing under the lock, meets a
+//!   receiver waiting for room on `out` instead (see "Acks without the lock"). A
+//!   condvar waiter releases the lock atomically as it waits. A source waiter
+//!   registers in `source_waiters` before releasing the lock, so a change after its
+//!   release sees it and queues a marker; the marker stays in the source until a pop
+//!   consumes it, so waiting after it was queued returns at once. A publish readies
+//!   the source by itself. A close does not pass through the lock: it sets `closed`
+//!   and then queues a marker unless the flag says one is queued; if a pop had just
+//!   consumed that marker, the pop clears the flag before step 4 reads `closed` again
+//!   (one word, see "Orderings"), so step 4 sees the close instead of waiting.
 //!
 //! # Orderings
 //!
-//! Everything here is under the one mutex, but for the source's [`SourceFlags`]: the
-//! wake marker's flag and `closed` share one atomic word, so every change to either is
-//! ordered with every other by that word's modification order (coherence), whatever
-//! the memory orderings. A pop that consumes a marker clears the flag with a
+//! `out`'s read-modify-writes are `AcqRel`, though what the wake-up needs is only
+//! their total order on the one word (coherence). Everything else is under the one
+//! mutex, but for the source's [`SourceFlags`]: the wake marker's flag and `closed`
+//! share one atomic word, so every change to either is ordered with every other by
+//! that word's modification order (coherence), whatever the memory orderings. A pop that consumes a marker clears the flag with a
 //! read-modify-write; a close sets `closed` and then raises the flag, sending a marker
 //! only if the flag was down. So if the close found the flag up because a pop had just
 //! taken the marker, the pop's clear comes after the close's set in that order, and the
@@ -72,7 +96,7 @@
 use std::time::{Instant, SystemTime};
 
 use crate::retries::Retries;
-use crate::sync::{AtomicU8, Condvar, Mutex, Ordering};
+use crate::sync::{AtomicU8, AtomicUsize, Condvar, Mutex, Ordering};
 
 /// How long a receive may wait.
 #[derive(Clone, Copy)]
@@ -96,6 +120,9 @@ pub(crate) trait Source<T> {
     /// Queues a wake marker, unless one is queued already.
     fn wake(&self);
 }
+
+/// The top bit of `Gate::out`: a receiver waits on `settled` for room.
+const ROOM_WAITED: usize = 1 << (usize::BITS - 1);
 
 /// A source's `closed` and wake-marker flags, in one word (see "Orderings").
 pub(crate) struct SourceFlags(AtomicU8);
@@ -154,7 +181,6 @@ pub(crate) enum Lease<T> {
 }
 
 pub(crate) struct GateState<T> {
-    unacked: usize,
     pub(crate) retries: Retries<T>,
     pub(crate) ended: Option<End>,
     source_waiters: usize,
@@ -162,6 +188,9 @@ pub(crate) struct GateState<T> {
 
 pub(crate) struct Gate<T> {
     state: Mutex<GateState<T>>,
+    /// Deliveries out (`unacked`), plus `ROOM_WAITED` while a receiver waits for room
+    /// (see "Acks without the lock"). Added to under the lock only.
+    out: AtomicUsize,
     /// Notified by every settle, the timer and the end.
     settled: Condvar,
     max_unacked: usize,
@@ -173,11 +202,11 @@ impl<T> Gate<T> {
     pub(crate) fn new(max_unacked: usize, hold_at: usize) -> Self {
         Gate {
             state: Mutex::new(GateState {
-                unacked: 0,
                 retries: Retries::new(),
                 ended: None,
                 source_waiters: 0,
             }),
+            out: AtomicUsize::new(0),
             settled: Condvar::new(),
             max_unacked,
             hold_at: hold_at.max(1),
@@ -194,20 +223,20 @@ impl<T> Gate<T> {
                 waited_on_source = false;
             }
             let closed = source.is_closed();
-            let room = state.unacked < self.max_unacked;
+            let room = self.unacked() < self.max_unacked;
             let held = state.retries.len() >= self.hold_at;
             if room {
                 // 1. A retry that is due.
                 if !state.retries.is_empty() {
                     if let Some(item) = state.retries.take_due(now()) {
-                        state.unacked += 1;
+                        self.out.fetch_add(1, Ordering::AcqRel);
                         return Lease::Retry(item);
                     }
                 }
                 // 2. The source, unless the line is held.
                 if !held {
                     if let Some(item) = source.pop() {
-                        state.unacked += 1;
+                        self.out.fetch_add(1, Ordering::AcqRel);
                         return Lease::Item(item);
                     }
                 }
@@ -233,8 +262,15 @@ impl<T> Gate<T> {
                     self.state.lock().source_waiters -= 1;
                     return Lease::Empty;
                 }
-            } else if self.settled.wait_deadline(state, deadline).is_none() {
-                return Lease::Empty;
+            } else {
+                // Waiting for room: an ack after this RMW sees the flag and notifies
+                // (see "Acks without the lock"); one before it left room.
+                if !room && self.out.fetch_or(ROOM_WAITED, Ordering::AcqRel) & !ROOM_WAITED < self.max_unacked {
+                    continue;
+                }
+                if self.settled.wait_deadline(state, deadline).is_none() {
+                    return Lease::Empty;
+                }
             }
         }
     }
@@ -243,11 +279,28 @@ impl<T> Gate<T> {
     /// delivery in `state.retries`), then waiting receivers are woken.
     pub(crate) fn settle<S: Source<T>, R>(&self, source: &S, settle: impl FnOnce(&mut GateState<T>) -> R) -> R {
         let mut state = self.state.lock();
-        debug_assert!(state.unacked > 0, "settled more deliveries than were handed out");
-        state.unacked -= 1;
+        self.put_back();
         let out = settle(&mut state);
         self.wake_waiters(source, state);
         out
+    }
+
+    /// Settles one delivery handed out whose settle changes nothing under the lock (an
+    /// ack, a duplicate skipped): without the lock, waking only a receiver that waits
+    /// for room (see "Acks without the lock").
+    pub(crate) fn release(&self) {
+        if self.put_back() & ROOM_WAITED != 0 {
+            self.out.fetch_and(!ROOM_WAITED, Ordering::AcqRel);
+            let _state = self.state.lock();
+            self.settled.notify_all();
+        }
+    }
+
+    /// Takes one delivery off `out`; returns what `out` was.
+    fn put_back(&self) -> usize {
+        let was = self.out.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(was & !ROOM_WAITED > 0, "settled more deliveries than were handed out");
+        was
     }
 
     /// Wakes waiting receivers to look again: a retry came due (the timer).
@@ -268,7 +321,7 @@ impl<T> Gate<T> {
 
     /// Deliveries handed out and not yet settled.
     pub(crate) fn unacked(&self) -> usize {
-        self.state.lock().unacked
+        self.out.load(Ordering::Acquire) & !ROOM_WAITED
     }
 
     fn wake_waiters<S: Source<T>>(&self, source: &S, state: crate::sync::MutexGuard<'_, GateState<T>>) {

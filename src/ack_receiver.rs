@@ -274,8 +274,8 @@ where
                 }
                 Ok(Screened::Duplicate) => {
                     sub.trace(&env, || TraceOutcome::Deduplicated { attempt: env.attempt() });
-                    let deduplicated = &sub.counters.deduplicated;
-                    self.gate.settle(&sub.inbox, |_| Counters::add(deduplicated, 1));
+                    Counters::add(&sub.counters.deduplicated, 1);
+                    self.gate.release();
                 }
                 // A panicking key function fails the attempt, as for a push subscriber.
                 Err(failure) => {
@@ -292,8 +292,10 @@ where
         if let Some(key) = key {
             sub.remember_acked(key);
         }
-        self.gate
-            .settle(&sub.inbox, |_| Counters::add(&sub.counters.delivered, 1));
+        // Counted before the release: the stats may count it twice for a moment (as
+        // delivered and unacked), never not at all.
+        Counters::add(&sub.counters.delivered, 1);
+        self.gate.release();
     }
 
     fn nack(&self, env: Envelope<E>, failure: Failure) -> Result<Nack, AckError> {

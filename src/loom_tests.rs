@@ -622,10 +622,10 @@ fn take(gate: &Gate<Delivery>, source: &ModelSource, how: Take) -> Lease<Deliver
 
 #[test]
 fn loom_ack_nack_and_recv() {
-    // One handle out of at most one (ordered). Another thread acks or nacks it while
-    // this one blocks in `recv` at the limit: a nacked event comes back exactly once, as
-    // attempt 2 and before the next event; an acked one never; `recv` returns (no lost
-    // wake-up) and the limit holds.
+    // One handle out of at most one (ordered). Another thread acks it (without the
+    // gate's lock) or nacks it while this one blocks in `recv` at the limit: a nacked
+    // event comes back exactly once, as attempt 2 and before the next event; an acked
+    // one never; `recv` returns (no lost wake-up) and the limit holds.
     for nacks in [false, true] {
         loom::model(move || {
             let gate = Arc::new(Gate::<Delivery>::new(1, 1));
@@ -644,7 +644,7 @@ fn loom_ack_nack_and_recv() {
                     if nacks {
                         assert!(nack(&gate, &source, first));
                     } else {
-                        gate.settle(&*source, |_| ());
+                        gate.release();
                     }
                 })
             };
@@ -653,18 +653,46 @@ fn loom_ack_nack_and_recv() {
             };
             assert_eq!(gate.unacked(), 1);
             settler.join().unwrap();
-            gate.settle(&*source, |_| ());
+            gate.release();
             let expected = if nacks { (1, 2) } else { (2, 1) };
             assert_eq!(next, expected);
             let rest: Vec<Delivery> = std::iter::from_fn(|| {
                 let d = handed(take(&gate, &source, Take::NoWait))?;
-                gate.settle(&*source, |_| ());
+                gate.release();
                 Some(d)
             })
             .collect();
             assert_eq!(rest, if nacks { vec![(2, 1)] } else { vec![] });
         });
     }
+}
+
+#[test]
+fn loom_ack_two_receivers_at_the_limit_an_ack_without_the_lock_wakes_the_other() {
+    // One receiver shared by two threads, at most one handle out, two events. Each
+    // thread takes one (blocking) and acks it without the gate's lock: whichever waits
+    // for room is woken by the other's ack (no lost wake-up), the limit holds, and
+    // each event is handed out once.
+    loom::model(|| {
+        let gate = Arc::new(Gate::<Delivery>::new(1, 1));
+        let source = Arc::new(ModelSource::new(&[1, 2]));
+        let receive = |gate: Arc<Gate<Delivery>>, source: Arc<ModelSource>| {
+            let Some(delivery) = handed(take(&gate, &source, Take::Until(None))) else {
+                panic!("recv returned without a delivery");
+            };
+            gate.release();
+            delivery
+        };
+        let other = {
+            let (gate, source) = (gate.clone(), source.clone());
+            thread::spawn(move || receive(gate, source))
+        };
+        let mine = receive(gate.clone(), source.clone());
+        let mut both = [mine, other.join().unwrap()];
+        both.sort_unstable();
+        assert_eq!(both, [(1, 1), (2, 1)]);
+        assert_eq!(gate.unacked(), 0);
+    });
 }
 
 /// Unordered, room for two: takes event 1, and spawns a thread that nacks it
@@ -718,7 +746,7 @@ fn loom_ack_a_nack_a_publish_and_a_shutdown_lose_nothing() {
             match gate.take(&*source, Take::Until(None), epoch) {
                 Lease::Item(delivery) | Lease::Retry(delivery) => {
                     received.push(delivery);
-                    gate.settle(&*source, |_| ());
+                    gate.release();
                 }
                 Lease::Closed => break,
                 Lease::Empty => panic!("no deadline, yet Empty"),
