@@ -12,16 +12,20 @@
 //! - `source_waiters`: receivers blocked on the source, released by a wake marker.
 //!
 //! Beside it, `out` counts the deliveries handed out and not yet settled (`unacked`,
-//! at most `max_unacked`): it grows under the lock only, and an ack takes from it
-//! without the lock (see "Acks without the lock").
+//! at most `max_unacked`), with two flags: `ROOM_WAITED` (a receiver waits for room)
+//! and `RETRYING` (retries wait, or a settle under the lock may add one). The common
+//! take and the ack work on it alone, without the lock (see "Acks without the lock"
+//! and "Takes without the lock").
 //!
 //! The *source* (the receiver's mailbox, see [`Source`]) is outside the lock:
 //! publishes push into it without ever touching the gate.
 //!
 //! # Algorithm
 //!
-//! `take`, in a loop, under the lock:
-//! 1. with room (`unacked < max_unacked`), a retry that is due goes first;
+//! `take` first tries without the lock (see "Takes without the lock"); then, in a
+//! loop, under the lock:
+//! 1. with room (`unacked < max_unacked`, reserved by a CAS on `out`, and given back
+//!    if nothing is handed out), a retry that is due goes first;
 //! 2. then, with room and unless the line is *held* (at least `hold_at` retries wait:
 //!    1 for ordered retries, the capacity for unordered ones), the source's oldest
 //!    event;
@@ -55,6 +59,21 @@
 //! the deliveries it waits for are still out, and each settle notifies. A flag left
 //! by a receiver that stopped waiting (its deadline) costs the next ack one notify.
 //! One ack per delivery handed out: `out` never goes below 0 (checked in debug).
+//!
+//! # Takes without the lock
+//!
+//! While no retry waits and no receiver waits for room, a take is the source's next
+//! event and one more out, and needs no lock: it reserves room with a CAS on `out`
+//! that fails if either flag is set or the count is at the limit, then pops the
+//! source; if that finds nothing it gives the room back as an ack does, and takes
+//! the locked path. Every increment of the count is such a CAS, under the lock or
+//! not, so I4 holds. `RETRYING` is kept under the lock: set while `retries` is not
+//! empty (after each change to it: a take of a retry, the end), and set by a settle
+//! *before* its subtraction makes room, cleared after if no retry waits. So a take
+//! without the lock that sees room from a nack also sees the flag, and goes through
+//! the lock, after the settle: it cannot hand out a newer event past the retry the
+//! nack adds (the ordered line). One whose CAS came first reserved room that was
+//! there before the settle, and is a take that came before it.
 //!
 //! # Invariants
 //!
@@ -123,6 +142,11 @@ pub(crate) trait Source<T> {
 
 /// The top bit of `Gate::out`: a receiver waits on `settled` for room.
 const ROOM_WAITED: usize = 1 << (usize::BITS - 1);
+/// The next bit of `Gate::out`: retries wait, or a settle under the lock may be adding
+/// one; a take goes through the lock (see "Takes without the lock").
+const RETRYING: usize = 1 << (usize::BITS - 2);
+/// The count's bits of `Gate::out`.
+const COUNT: usize = !(ROOM_WAITED | RETRYING);
 
 /// A source's `closed` and wake-marker flags, in one word (see "Orderings").
 pub(crate) struct SourceFlags(AtomicU8);
@@ -215,6 +239,9 @@ impl<T> Gate<T> {
 
     /// The next delivery (see the module docs); `now` reads the bus clock.
     pub(crate) fn take<S: Source<T>>(&self, source: &S, how: Take, now: impl Fn() -> SystemTime) -> Lease<T> {
+        if let Some(item) = self.take_without_lock(source) {
+            return Lease::Item(item);
+        }
         let mut waited_on_source = false;
         loop {
             let mut state = self.state.lock();
@@ -223,22 +250,28 @@ impl<T> Gate<T> {
                 waited_on_source = false;
             }
             let closed = source.is_closed();
-            let room = self.unacked() < self.max_unacked;
             let held = state.retries.len() >= self.hold_at;
+            // Room, reserved: a take without the lock may take room at any time.
+            let room = self.reserve(ROOM_WAITED | RETRYING);
             if room {
                 // 1. A retry that is due.
                 if !state.retries.is_empty() {
                     if let Some(item) = state.retries.take_due(now()) {
-                        self.out.fetch_add(1, Ordering::AcqRel);
+                        self.note_retries(&state);
                         return Lease::Retry(item);
                     }
                 }
                 // 2. The source, unless the line is held.
                 if !held {
                     if let Some(item) = source.pop() {
-                        self.out.fetch_add(1, Ordering::AcqRel);
                         return Lease::Item(item);
                     }
+                }
+                // Nothing to hand out: the room goes back, to a receiver waiting for
+                // it too (it waits on `settled`, whose lock this holds).
+                if self.put_back() & ROOM_WAITED != 0 {
+                    self.out.fetch_and(!ROOM_WAITED, Ordering::AcqRel);
+                    self.settled.notify_all();
                 }
             }
             // 3. Nothing more will ever come.
@@ -265,7 +298,7 @@ impl<T> Gate<T> {
             } else {
                 // Waiting for room: an ack after this RMW sees the flag and notifies
                 // (see "Acks without the lock"); one before it left room.
-                if !room && self.out.fetch_or(ROOM_WAITED, Ordering::AcqRel) & !ROOM_WAITED < self.max_unacked {
+                if !room && self.out.fetch_or(ROOM_WAITED, Ordering::AcqRel) & COUNT < self.max_unacked {
                     continue;
                 }
                 if self.settled.wait_deadline(state, deadline).is_none() {
@@ -279,10 +312,55 @@ impl<T> Gate<T> {
     /// delivery in `state.retries`), then waiting receivers are woken.
     pub(crate) fn settle<S: Source<T>, R>(&self, source: &S, settle: impl FnOnce(&mut GateState<T>) -> R) -> R {
         let mut state = self.state.lock();
+        // Before the room it makes: takes go through the lock until `settle` is done,
+        // so none hands out a newer event past a retry it adds.
+        self.out.fetch_or(RETRYING, Ordering::AcqRel);
         self.put_back();
         let out = settle(&mut state);
+        self.note_retries(&state);
         self.wake_waiters(source, state);
         out
+    }
+
+    /// The source's next item, without the lock, if there is room and no retry waits
+    /// and no receiver waits for room (see "Takes without the lock").
+    fn take_without_lock<S: Source<T>>(&self, source: &S) -> Option<T> {
+        if !self.reserve(0) {
+            return None;
+        }
+        match source.pop() {
+            Some(item) => Some(item),
+            None => {
+                self.release();
+                None
+            }
+        }
+    }
+
+    /// One delivery's room, if the count is below the limit and `out` has no flag but
+    /// those in `ignored`: adds 1 to the count.
+    fn reserve(&self, ignored: usize) -> bool {
+        let mut word = self.out.load(Ordering::Acquire);
+        loop {
+            if word & !COUNT & !ignored != 0 || word & COUNT >= self.max_unacked {
+                return false;
+            }
+            match self
+                .out
+                .compare_exchange_weak(word, word + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Sets `RETRYING` while retries wait, clears it once none does (under the lock).
+    fn note_retries(&self, state: &GateState<T>) {
+        match state.retries.is_empty() {
+            true => self.out.fetch_and(!RETRYING, Ordering::AcqRel),
+            false => self.out.fetch_or(RETRYING, Ordering::AcqRel),
+        };
     }
 
     /// Settles one delivery handed out whose settle changes nothing under the lock (an
@@ -299,7 +377,7 @@ impl<T> Gate<T> {
     /// Takes one delivery off `out`; returns what `out` was.
     fn put_back(&self) -> usize {
         let was = self.out.fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(was & !ROOM_WAITED > 0, "settled more deliveries than were handed out");
+        debug_assert!(was & COUNT > 0, "settled more deliveries than were handed out");
         was
     }
 
@@ -315,13 +393,14 @@ impl<T> Gate<T> {
         let mut state = self.state.lock();
         state.ended.get_or_insert(end);
         let retries = state.retries.take_all();
+        self.note_retries(&state);
         self.wake_waiters(source, state);
         retries
     }
 
     /// Deliveries handed out and not yet settled.
     pub(crate) fn unacked(&self) -> usize {
-        self.out.load(Ordering::Acquire) & !ROOM_WAITED
+        self.out.load(Ordering::Acquire) & COUNT
     }
 
     fn wake_waiters<S: Source<T>>(&self, source: &S, state: crate::sync::MutexGuard<'_, GateState<T>>) {
