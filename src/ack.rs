@@ -212,8 +212,9 @@ pub(crate) struct GateState<T> {
 
 pub(crate) struct Gate<T> {
     state: Mutex<GateState<T>>,
-    /// Deliveries out (`unacked`), plus `ROOM_WAITED` while a receiver waits for room
-    /// (see "Acks without the lock"). Added to under the lock only.
+    /// Deliveries out (`unacked`, the `COUNT` bits), with the flags `ROOM_WAITED` and
+    /// `RETRYING` (see "Acks without the lock" and "Takes without the lock"). The
+    /// count grows only by `reserve`'s CAS, with room.
     out: AtomicUsize,
     /// Notified by every settle, the timer and the end.
     settled: Condvar,
