@@ -270,8 +270,7 @@ impl<T> Gate<T> {
                 }
                 // Nothing to hand out: the room goes back, to a receiver waiting for
                 // it too (it waits on `settled`, whose lock this holds).
-                if self.put_back() & ROOM_WAITED != 0 {
-                    self.out.fetch_and(!ROOM_WAITED, Ordering::AcqRel);
+                if self.give_back() {
                     self.settled.notify_all();
                 }
             }
@@ -316,7 +315,8 @@ impl<T> Gate<T> {
         // Before the room it makes: takes go through the lock until `settle` is done,
         // so none hands out a newer event past a retry it adds.
         self.out.fetch_or(RETRYING, Ordering::AcqRel);
-        self.put_back();
+        // `wake_waiters` below notifies whoever waits for room.
+        self.give_back();
         let out = settle(&mut state);
         self.note_retries(&state);
         self.wake_waiters(source, state);
@@ -368,18 +368,22 @@ impl<T> Gate<T> {
     /// ack, a duplicate skipped): without the lock, waking only a receiver that waits
     /// for room (see "Acks without the lock").
     pub(crate) fn release(&self) {
-        if self.put_back() & ROOM_WAITED != 0 {
-            self.out.fetch_and(!ROOM_WAITED, Ordering::AcqRel);
+        if self.give_back() {
             let _state = self.state.lock();
             self.settled.notify_all();
         }
     }
 
-    /// Takes one delivery off `out`; returns what `out` was.
-    fn put_back(&self) -> usize {
+    /// Takes one delivery off the count. `true` if a receiver waits for room: the flag
+    /// is cleared, and the caller must notify `settled` under the lock.
+    fn give_back(&self) -> bool {
         let was = self.out.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(was & COUNT > 0, "settled more deliveries than were handed out");
-        was
+        if was & ROOM_WAITED == 0 {
+            return false;
+        }
+        self.out.fetch_and(!ROOM_WAITED, Ordering::AcqRel);
+        true
     }
 
     /// Wakes waiting receivers to look again: a retry came due (the timer).
