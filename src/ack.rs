@@ -99,6 +99,13 @@
 //!   and then queues a marker unless the flag says one is queued; if a pop had just
 //!   consumed that marker, the pop clears the flag before step 4 reads `closed` again
 //!   (one word, see "Orderings"), so step 4 sees the close instead of waiting.
+//!   Several threads may share one receiver, and so one source: a marker one of them
+//!   consumes may be the one another waits for. Before the close, the one that
+//!   consumed it looked at the gate under the lock, which is all the marker asks. A
+//!   marker consumed after the close, which the others need to return `Closed`, the
+//!   source queues again ([`Source::pop`]): it is never lost. (It stays queued, so a
+//!   source wait after the close returns at once; none loops on it, because the
+//!   close comes after the end, which took every retry: step 3 ends the take.)
 //!
 //! # Orderings
 //!
@@ -126,7 +133,9 @@ pub(crate) enum Take {
 
 /// Where a gate's new deliveries come from: a mailbox that publishes push into.
 pub(crate) trait Source<T> {
-    /// The oldest item, consuming wake markers on the way; `None` if there is none.
+    /// The oldest item, consuming wake markers on the way; `None` if there is none. A
+    /// marker consumed after the close is queued again: another thread may wait for it
+    /// (see I5).
     fn pop(&self) -> Option<T>;
     fn is_empty(&self) -> bool;
     /// Items queued (wake markers aside).

@@ -536,7 +536,13 @@ impl<E: Send + Sync + 'static> Source<Envelope<E>> for GroupSeat<E> {
     }
 
     fn wait(&self, deadline: Option<std::time::Instant>) -> bool {
-        self.group.hub.inbox.wait_ready_with(&self.bell, deadline)
+        let queue = &self.group.hub.inbox;
+        // A closed queue gets no more events, and keeps its marker queued (see
+        // `mailbox`): waiting on it would not wait.
+        match queue.is_closed() {
+            true => self.bell.wait_ready(deadline),
+            false => queue.wait_ready_with(&self.bell, deadline),
+        }
     }
 
     fn wake(&self) {

@@ -551,13 +551,25 @@ impl ModelSource {
 
 impl Source<Delivery> for ModelSource {
     fn pop(&self) -> Option<Delivery> {
-        let mut queue = self.queue.lock().unwrap();
-        loop {
-            match queue.pop_front()? {
-                Some(item) => return Some(item),
-                None => self.flags.lower_wake(),
+        let mut woke = false;
+        let popped = {
+            let mut queue = self.queue.lock().unwrap();
+            loop {
+                match queue.pop_front() {
+                    Some(None) => {
+                        self.flags.lower_wake();
+                        woke = true;
+                    }
+                    Some(item) => break item,
+                    None => break None,
+                }
             }
+        };
+        // As `Mailbox::pop_held`: the close's marker is passed on.
+        if woke && self.flags.is_closed() {
+            self.wake();
         }
+        popped
     }
 
     fn is_empty(&self) -> bool {
@@ -763,6 +775,49 @@ fn loom_ack_a_nack_a_publish_and_a_shutdown_lose_nothing() {
             "event 1 is redelivered, or dropped by the end or by its nack, exactly once"
         );
         assert_eq!(gate.unacked(), 0);
+    });
+}
+
+#[test]
+fn loom_ack_two_receivers_waiting_for_events_both_see_the_close() {
+    // One receiver shared by two threads, both blocking on an empty source with room
+    // to spare, while a third shuts down as the bus does: the end (which queues a
+    // marker for a waiting thread), a last event published meanwhile, then the close
+    // (which queues none while that marker is still queued). There is one marker at a
+    // time: whichever thread consumes it, with the event or without, must not leave
+    // the other asleep. The event is received once, and both threads return `Closed`.
+    loom::model(|| {
+        let gate = Arc::new(Gate::<Delivery>::new(2, 1));
+        let source = Arc::new(ModelSource::new(&[]));
+        let receive = |gate: Arc<Gate<Delivery>>, source: Arc<ModelSource>| {
+            let mut received = Vec::new();
+            loop {
+                match gate.take(&*source, Take::Until(None), epoch) {
+                    Lease::Item(delivery) | Lease::Retry(delivery) => {
+                        received.push(delivery);
+                        gate.release();
+                    }
+                    Lease::Closed => return received,
+                    Lease::Empty => panic!("no deadline, yet Empty"),
+                }
+            }
+        };
+        let other = {
+            let (gate, source) = (gate.clone(), source.clone());
+            thread::spawn(move || receive(gate, source))
+        };
+        let shutdown = {
+            let (gate, source) = (gate.clone(), source.clone());
+            thread::spawn(move || {
+                assert!(gate.end(&*source, End::Shutdown).is_empty());
+                source.push(1);
+                source.close();
+            })
+        };
+        let mut received = receive(gate.clone(), source.clone());
+        received.extend(other.join().unwrap());
+        shutdown.join().unwrap();
+        assert_eq!(received, [(1, 1)]);
     });
 }
 

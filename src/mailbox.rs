@@ -8,6 +8,14 @@
 //! At most one marker is queued: `wake` sends one only if it raises the flag, and a
 //! pop that takes the marker lowers it. The flag and `closed` share one word
 //! ([`SourceFlags`]; `ack` explains why a consumer then never misses a close).
+//!
+//! Several threads may wait on one mailbox (threads sharing a receiver, or the
+//! receivers of a group), and a pop by one can take the marker that another waits
+//! for. Before the close that costs nothing: the marker only says "look again", and
+//! the thread that took it did. After the close it would leave the other asleep for
+//! good, so whoever takes a marker once the mailbox is closed queues it again (`pop`,
+//! `pop_blocking`): from then on a marker stays queued, and every wait on the
+//! mailbox returns.
 
 use std::time::Instant;
 
@@ -145,14 +153,25 @@ impl<T> Mailbox<T> {
 
     /// Pops without releasing the item's slot: it keeps its place in the capacity until
     /// the caller calls `slots().release` (a group with key affinity, see `affinity`).
+    ///
+    /// A marker it consumes after the close is queued again, behind what it returns:
+    /// another thread may wait for that close (see the module docs).
     pub(crate) fn pop_held(&self) -> Option<T> {
-        loop {
+        let mut woke = false;
+        let popped = loop {
             match self.rx.try_recv() {
-                Ok(Item::Event(item)) => return Some(item),
-                Ok(Item::Wake) => self.flags.lower_wake(),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
+                Ok(Item::Event(item)) => break Some(item),
+                Ok(Item::Wake) => {
+                    self.flags.lower_wake();
+                    woke = true;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break None,
             }
+        };
+        if woke && self.flags.is_closed() {
+            self.wake();
         }
+        popped
     }
 
     /// A receiver's take: at once (`Pop::Timeout` if nothing is queued), or blocking

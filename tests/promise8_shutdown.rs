@@ -251,3 +251,108 @@ fn shutdown_twice_returns_the_first_report() {
     assert_eq!(first, second);
     assert_eq!(bus.abort().unwrap(), first);
 }
+
+/// How a test pulls from a receiver shared by several threads: `Ok(true)` for an
+/// event, `Ok(false)` for nothing yet, `Err(())` once closed.
+type Pull = Arc<dyn Fn(bool) -> Result<bool, ()> + Send + Sync>;
+
+/// A blocking receive ended: only the close may end it here.
+fn expect_closed(error: RecvError) {
+    assert_eq!(error, RecvError::Closed);
+}
+
+/// A `try_recv` as a [`Pull`]: nothing yet, or the close; nothing else is expected.
+fn try_recv_outcome(received: Result<(), crier::TryRecvError>) -> Result<bool, ()> {
+    match received {
+        Ok(()) => Ok(true),
+        Err(crier::TryRecvError::Empty) => Ok(false),
+        Err(crier::TryRecvError::Closed) => Err(()),
+        Err(error) => panic!("unexpected: {error}"),
+    }
+}
+
+/// A pull subscription of each kind, to share between threads: those reading the
+/// topic's ring (receivers, and lossless ack receivers), and those waiting on a queue
+/// woken by a marker (groups, and lossy ack receivers).
+fn shared_pulls(bus: &Bus) -> Vec<(&'static str, Pull)> {
+    let receiver = |rx: crier::Receiver<u32>| -> Pull {
+        Arc::new(move |block| match block {
+            true => rx.recv().map(|_| true).map_err(expect_closed),
+            false => try_recv_outcome(rx.try_recv().map(|_| ())),
+        })
+    };
+    let ack_receiver = |rx: crier::AckReceiver<u32>| -> Pull {
+        Arc::new(move |block| {
+            match block {
+                true => rx.recv().map(|handle| handle.ack()).map_err(expect_closed)?,
+                false => match rx.try_recv() {
+                    Ok(handle) => handle.ack(),
+                    Err(error) => return try_recv_outcome(Err(error)),
+                },
+            }
+            Ok(true)
+        })
+    };
+    let sub = || bus.subscriber::<u32>();
+    let lossy = || sub().overflow(crier::Overflow::DropOldest);
+    let at_least_once = crier::Retry::unordered;
+    vec![
+        ("receiver", receiver(sub().receiver().unwrap())),
+        ("lossy receiver", receiver(lossy().receiver().unwrap())),
+        ("receiver in a group", receiver(sub().group("g").receiver().unwrap())),
+        (
+            "ack receiver",
+            ack_receiver(sub().at_least_once(at_least_once()).ack_receiver().unwrap()),
+        ),
+        (
+            "lossy ack receiver",
+            ack_receiver(lossy().at_least_once(at_least_once()).ack_receiver().unwrap()),
+        ),
+        (
+            "ack receiver in a group",
+            ack_receiver(sub().group("h").at_least_once(at_least_once()).ack_receiver().unwrap()),
+        ),
+    ]
+}
+
+#[test]
+fn every_thread_sharing_a_receiver_wakes_at_shutdown() {
+    // One thread blocks in `recv` while another polls with `try_recv`, on each kind of
+    // receiver, then the bus shuts down. The close wakes a blocked thread with one
+    // marker, which the polling one may take first: it must pass it on. A round may
+    // miss that race, so it runs many; each thread must see the close (a lost wake-up
+    // hangs, and the deadline fails the test).
+    with_deadline(Duration::from_secs(120), || {
+        for round in 0..200_u32 {
+            let bus = Bus::new();
+            let pulls = shared_pulls(&bus);
+            let threads: Vec<_> = pulls
+                .iter()
+                .flat_map(|&(kind, ref pull)| {
+                    [true, false].map(|block| {
+                        let pull = pull.clone();
+                        std::thread::spawn(move || {
+                            let mut events = 0;
+                            loop {
+                                match pull(block) {
+                                    Ok(true) => events += 1,
+                                    Ok(false) => std::thread::yield_now(),
+                                    Err(()) => return (kind, events),
+                                }
+                            }
+                        })
+                    })
+                })
+                .collect();
+            bus.publish(round).unwrap();
+            bus.shutdown(FIVE_SECONDS).unwrap();
+            let mut received = std::collections::BTreeMap::new();
+            for thread in threads {
+                let (kind, events) = thread.join().unwrap();
+                *received.entry(kind).or_insert(0) += events;
+            }
+            let expected = pulls.iter().map(|(kind, _)| (*kind, 1)).collect();
+            assert_eq!(received, expected, "round {round}: each kind gets the one event once");
+        }
+    });
+}
