@@ -168,6 +168,37 @@ pub struct IdempotencyKey {
 /// 24 bytes it takes anyway (a boxed `str` and a tag).
 const INLINE: usize = 22;
 
+/// The most decimal digits of a `u64`.
+const U64_DIGITS: usize = 20;
+
+/// "00" to "99": two digits per division, half the divisions of one at a time.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// `n`'s decimal digits, written at the end of `scratch`.
+fn decimal_digits(mut n: u64, scratch: &mut [u8; U64_DIGITS]) -> &[u8] {
+    let mut start = U64_DIGITS;
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        scratch[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        start -= 2;
+        scratch[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
+        start -= 1;
+        scratch[start] = b'0' + n as u8;
+    }
+    &scratch[start..]
+}
+
 /// A key's text: inline up to [`INLINE`] bytes, boxed beyond.
 ///
 /// Why inline: the publisher allocates the box and whichever thread drops the event
@@ -195,31 +226,29 @@ impl KeyText {
     /// A number's decimal text, as `Display` writes it: inline, written in place, for
     /// up to 22 characters (every integer up to 64 bits).
     fn decimal(negative: bool, magnitude: u128) -> KeyText {
-        let digits = magnitude.checked_ilog10().map_or(1, |log| log as usize + 1);
-        let len = usize::from(negative) + digits;
+        let sign = usize::from(negative);
         let mut bytes = [0; INLINE];
-        let Some(places) = bytes.get_mut(usize::from(negative)..len) else {
+        if negative {
+            bytes[0] = b'-';
+        }
+        // 64-bit division where it is enough: a 128-bit one is a library call.
+        if let Ok(magnitude) = u64::try_from(magnitude) {
+            let mut scratch = [0; U64_DIGITS];
+            let digits = decimal_digits(magnitude, &mut scratch);
+            let len = sign + digits.len();
+            bytes[sign..len].copy_from_slice(digits);
+            return KeyText::Inline { len: len as u8, bytes };
+        }
+        let digits = magnitude.checked_ilog10().map_or(1, |log| log as usize + 1);
+        let len = sign + digits;
+        let Some(places) = bytes.get_mut(sign..len) else {
             let sign = if negative { "-" } else { "" };
             return KeyText::Boxed(format!("{sign}{magnitude}").into_boxed_str());
         };
-        match u64::try_from(magnitude) {
-            // 64-bit division where it is enough: a 128-bit one is a library call.
-            Ok(mut rest) => {
-                for place in places.iter_mut().rev() {
-                    *place = b'0' + (rest % 10) as u8;
-                    rest /= 10;
-                }
-            }
-            Err(_) => {
-                let mut rest = magnitude;
-                for place in places.iter_mut().rev() {
-                    *place = b'0' + (rest % 10) as u8;
-                    rest /= 10;
-                }
-            }
-        }
-        if negative {
-            bytes[0] = b'-';
+        let mut rest = magnitude;
+        for place in places.iter_mut().rev() {
+            *place = b'0' + (rest % 10) as u8;
+            rest /= 10;
         }
         KeyText::Inline { len: len as u8, bytes }
     }
@@ -479,6 +508,9 @@ mod tests {
                 (IdempotencyKey::from(n as i64), (n as i64).to_string()),
                 (IdempotencyKey::from(n as u128), (n as u128).to_string()),
                 (IdempotencyKey::from(n as i8), (n as i8).to_string()),
+                // Every length of digits, from 1 to 20.
+                (IdempotencyKey::from(m >> (m % 64)), (m >> (m % 64)).to_string()),
+                (IdempotencyKey::from(-((m >> (m % 64)) as i128)), (-((m >> (m % 64)) as i128)).to_string()),
             ] {
                 proptest::prop_assert_eq!(key.as_str(), text.as_str());
                 proptest::prop_assert_eq!(matches!(key.text, KeyText::Inline { .. }), text.len() <= INLINE);
