@@ -1401,11 +1401,19 @@ struct ModelSeat(Arc<AckGroupModel>, usize);
 
 impl Source<Delivery> for ModelSeat {
     fn pop(&self) -> Option<Delivery> {
-        let mut queues = self.0.queues.lock().unwrap();
-        if std::mem::take(&mut queues.rung[self.1]) {
-            self.0.bells[self.1].lower_wake();
+        let (woke, popped) = {
+            let mut queues = self.0.queues.lock().unwrap();
+            let woke = std::mem::take(&mut queues.rung[self.1]);
+            if woke {
+                self.0.bells[self.1].lower_wake();
+            }
+            (woke, queues.queue.pop_front())
+        };
+        // As the bell's `Mailbox::pop_held`: the close's marker is passed on.
+        if woke && self.0.bells[self.1].is_closed() {
+            self.wake();
         }
-        queues.queue.pop_front()
+        popped
     }
 
     fn is_empty(&self) -> bool {
