@@ -736,6 +736,21 @@ fn loom_ack_a_nack_wakes_a_receiver_waiting_for_events() {
     });
 }
 
+/// Receives (blocking) and acks until `Closed`; returns what was received.
+fn receive_until_closed(gate: &Gate<Delivery>, source: &ModelSource) -> Vec<Delivery> {
+    let mut received = Vec::new();
+    loop {
+        match gate.take(source, Take::Until(None), epoch) {
+            Lease::Item(delivery) | Lease::Retry(delivery) => {
+                received.push(delivery);
+                gate.release();
+            }
+            Lease::Closed => return received,
+            Lease::Empty => panic!("no deadline, yet Empty"),
+        }
+    }
+}
+
 #[test]
 fn loom_ack_a_nack_a_publish_and_a_shutdown_lose_nothing() {
     // As above, while a third thread publishes event 2 and then shuts down (the end,
@@ -753,17 +768,7 @@ fn loom_ack_a_nack_a_publish_and_a_shutdown_lose_nothing() {
                 dropped
             })
         };
-        let mut received = Vec::new();
-        loop {
-            match gate.take(&*source, Take::Until(None), epoch) {
-                Lease::Item(delivery) | Lease::Retry(delivery) => {
-                    received.push(delivery);
-                    gate.release();
-                }
-                Lease::Closed => break,
-                Lease::Empty => panic!("no deadline, yet Empty"),
-            }
-        }
+        let received = receive_until_closed(&gate, &source);
         let nacked_before_the_end = nacker.join().unwrap();
         let dropped_by_the_end = shutdown.join().unwrap();
         let redelivered = usize::from(received.contains(&(1, 2)));
@@ -789,22 +794,9 @@ fn loom_ack_two_receivers_waiting_for_events_both_see_the_close() {
     loom::model(|| {
         let gate = Arc::new(Gate::<Delivery>::new(2, 1));
         let source = Arc::new(ModelSource::new(&[]));
-        let receive = |gate: Arc<Gate<Delivery>>, source: Arc<ModelSource>| {
-            let mut received = Vec::new();
-            loop {
-                match gate.take(&*source, Take::Until(None), epoch) {
-                    Lease::Item(delivery) | Lease::Retry(delivery) => {
-                        received.push(delivery);
-                        gate.release();
-                    }
-                    Lease::Closed => return received,
-                    Lease::Empty => panic!("no deadline, yet Empty"),
-                }
-            }
-        };
         let other = {
             let (gate, source) = (gate.clone(), source.clone());
-            thread::spawn(move || receive(gate, source))
+            thread::spawn(move || receive_until_closed(&gate, &source))
         };
         let shutdown = {
             let (gate, source) = (gate.clone(), source.clone());
@@ -814,7 +806,7 @@ fn loom_ack_two_receivers_waiting_for_events_both_see_the_close() {
                 source.close();
             })
         };
-        let mut received = receive(gate.clone(), source.clone());
+        let mut received = receive_until_closed(&gate, &source);
         received.extend(other.join().unwrap());
         shutdown.join().unwrap();
         assert_eq!(received, [(1, 1)]);
