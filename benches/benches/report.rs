@@ -80,16 +80,28 @@ fn compare_cpu(settings: &Settings, events: u64, crier: Contender, peers: &[Cont
 }
 
 /// The at-least-once rows of B1–B3: the variant's cost over at-most-once's, on the
-/// clock (against the target) and in CPU time (for information).
-fn at_least_once_rows(at_least_once: &Costs, at_most_once: &Costs) {
+/// clock (against the target) and in CPU time; then, for information, that cost in
+/// two parts: at-least-once alone (no keys, no windows) over at-most-once, and the
+/// variant over at-least-once alone (what the keys and the dedup windows add).
+fn at_least_once_rows(with_dedup: &Costs, alone: &Costs, at_most_once: &Costs) {
     row(
         "at-least-once + dedup vs at-most-once",
-        Spread::of_ratios(&at_least_once.wall, &at_most_once.wall),
+        Spread::of_ratios(&with_dedup.wall, &at_most_once.wall),
         Some(1.5),
     );
     row(
         "  the same in CPU time",
-        Spread::of_ratios(&at_least_once.cpu, &at_most_once.cpu),
+        Spread::of_ratios(&with_dedup.cpu, &at_most_once.cpu),
+        None,
+    );
+    row(
+        "  at-least-once alone vs at-most-once",
+        Spread::of_ratios(&alone.wall, &at_most_once.wall),
+        None,
+    );
+    row(
+        "  dedup on top: + dedup vs alone",
+        Spread::of_ratios(&with_dedup.wall, &alone.wall),
         None,
     );
 }
@@ -110,7 +122,10 @@ fn b1(settings: &Settings) {
         pull::RECEIVERS,
         settings.pull_events
     );
-    let contenders: Vec<Contender> = pull::PEERS.into_iter().chain([pull::CRIER_AT_LEAST_ONCE]).collect();
+    let contenders: Vec<Contender> = pull::PEERS
+        .into_iter()
+        .chain([pull::CRIER_AT_LEAST_ONCE, pull::CRIER_AT_LEAST_ONCE_ALONE])
+        .collect();
     let (crier_costs, peers) = compare_cpu(settings, settings.pull_events, pull::CRIER, &contenders);
     let crier = &crier_costs.wall;
     // Targets: 0.9× the floor's speed; ahead of tokio and async-broadcast; level with bus.
@@ -122,12 +137,16 @@ fn b1(settings: &Settings) {
             Some(target),
         );
     }
-    let at_least_once = &peers[pull::PEERS.len()];
-    at_least_once_rows(at_least_once, &crier_costs);
+    let (at_least_once, alone) = (&peers[pull::PEERS.len()], &peers[pull::PEERS.len() + 1]);
+    at_least_once_rows(at_least_once, alone, &crier_costs);
     println!("  crier: {} ns per event", Spread::of(crier).show(0));
     println!(
         "  crier at-least-once + dedup (ack receivers): {} ns per event",
         Spread::of(&at_least_once.wall).show(0)
+    );
+    println!(
+        "  crier at-least-once alone (ack receivers): {} ns per event",
+        Spread::of(&alone.wall).show(0)
     );
 }
 
@@ -137,18 +156,26 @@ fn b2(settings: &Settings) {
         push::SUBSCRIBERS,
         settings.push_events
     );
-    let contenders = [push::PEERS[0], push::CRIER_AT_LEAST_ONCE];
+    let contenders = [
+        push::PEERS[0],
+        push::CRIER_AT_LEAST_ONCE,
+        push::CRIER_AT_LEAST_ONCE_ALONE,
+    ];
     let (crier, peers) = compare_cpu(settings, settings.push_events, push::CRIER, &contenders);
     row(
         &format!("vs {}", push::PEERS[0].name),
         Spread::of_ratios(&crier.wall, &peers[0].wall),
         Some(1.0),
     );
-    at_least_once_rows(&peers[1], &crier);
+    at_least_once_rows(&peers[1], &peers[2], &crier);
     println!("  crier: {} ns per event", Spread::of(&crier.wall).show(0));
     println!(
         "  crier at-least-once + dedup: {} ns per event",
         Spread::of(&peers[1].wall).show(0)
+    );
+    println!(
+        "  crier at-least-once alone: {} ns per event",
+        Spread::of(&peers[2].wall).show(0)
     );
 }
 
@@ -162,12 +189,17 @@ fn b3(settings: &Settings) {
         name: "crier, 1 handler",
         run: inline::crier_one_handler,
     };
-    let peers = [inline::PEERS[0], one, inline::CRIER_AT_LEAST_ONCE];
+    let peers = [
+        inline::PEERS[0],
+        one,
+        inline::CRIER_AT_LEAST_ONCE,
+        inline::CRIER_AT_LEAST_ONCE_ALONE,
+    ];
     let (crier_costs, peers) = compare_cpu(settings, settings.inline_events, inline::CRIER, &peers);
     let crier = &crier_costs.wall;
     let (floor, one, at_least_once) = (&peers[0].wall, &peers[1].wall, &peers[2]);
     row("vs closure loop floor", Spread::of_ratios(crier, floor), Some(3.0));
-    at_least_once_rows(at_least_once, &crier_costs);
+    at_least_once_rows(at_least_once, &peers[3], &crier_costs);
     let (fixed, per_handler): (Vec<f64>, Vec<f64>) = one
         .iter()
         .zip(crier)
@@ -178,6 +210,10 @@ fn b3(settings: &Settings) {
     println!(
         "  crier at-least-once + dedup: {} ns per event",
         Spread::of(&at_least_once.wall).show(0)
+    );
+    println!(
+        "  crier at-least-once alone: {} ns per event",
+        Spread::of(&peers[3].wall).show(0)
     );
     println!(
         "  crier fixed cost per event:        {} ns   target ≤ 60",

@@ -24,7 +24,7 @@ fn group(c: &mut Criterion, name: &str, events: u64, contenders: &[Contender]) {
 }
 
 fn b1_pull(c: &mut Criterion) {
-    let contenders: Vec<Contender> = [pull::CRIER, pull::CRIER_AT_LEAST_ONCE]
+    let contenders: Vec<Contender> = [pull::CRIER, pull::CRIER_AT_LEAST_ONCE, pull::CRIER_AT_LEAST_ONCE_ALONE]
         .into_iter()
         .chain(pull::PEERS)
         .collect();
@@ -32,7 +32,7 @@ fn b1_pull(c: &mut Criterion) {
 }
 
 fn b2_push(c: &mut Criterion) {
-    let contenders: Vec<Contender> = [push::CRIER, push::CRIER_AT_LEAST_ONCE]
+    let contenders: Vec<Contender> = [push::CRIER, push::CRIER_AT_LEAST_ONCE, push::CRIER_AT_LEAST_ONCE_ALONE]
         .into_iter()
         .chain(push::PEERS)
         .collect();
@@ -44,10 +44,15 @@ fn b3_inline(c: &mut Criterion) {
         name: "crier, 1 handler",
         run: inline::crier_one_handler,
     };
-    let contenders: Vec<Contender> = [inline::CRIER, one, inline::CRIER_AT_LEAST_ONCE]
-        .into_iter()
-        .chain(inline::PEERS)
-        .collect();
+    let contenders: Vec<Contender> = [
+        inline::CRIER,
+        one,
+        inline::CRIER_AT_LEAST_ONCE,
+        inline::CRIER_AT_LEAST_ONCE_ALONE,
+    ]
+    .into_iter()
+    .chain(inline::PEERS)
+    .collect();
     group(c, "B3 inline 1-8", 100_000, &contenders);
 }
 

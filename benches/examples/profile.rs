@@ -5,6 +5,7 @@
 //! perf record -g target/release/examples/profile pull crier 500000
 //! valgrind --tool=callgrind target/release/examples/profile inline crier 100000
 //! valgrind --tool=callgrind target/release/examples/profile inline "crier at" 100000
+//! valgrind --tool=callgrind target/release/examples/profile inline "crier at-least-once alone" 100000
 //! valgrind --tool=callgrind target/release/examples/profile inline "crier traced" 100000
 //! ```
 
@@ -21,18 +22,23 @@ fn main() {
     };
     let events: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200_000);
     let contenders: Vec<Contender> = match scenario {
-        "pull" => [pull::CRIER, pull::CRIER_AT_LEAST_ONCE]
+        "pull" => [pull::CRIER, pull::CRIER_AT_LEAST_ONCE, pull::CRIER_AT_LEAST_ONCE_ALONE]
             .into_iter()
             .chain(pull::PEERS)
             .collect(),
-        "push" => [push::CRIER, push::CRIER_AT_LEAST_ONCE]
+        "push" => [push::CRIER, push::CRIER_AT_LEAST_ONCE, push::CRIER_AT_LEAST_ONCE_ALONE]
             .into_iter()
             .chain(push::PEERS)
             .collect(),
-        "inline" => [inline::CRIER, inline::CRIER_AT_LEAST_ONCE, inline::CRIER_TRACED]
-            .into_iter()
-            .chain(inline::PEERS)
-            .collect(),
+        "inline" => [
+            inline::CRIER,
+            inline::CRIER_AT_LEAST_ONCE,
+            inline::CRIER_AT_LEAST_ONCE_ALONE,
+            inline::CRIER_TRACED,
+        ]
+        .into_iter()
+        .chain(inline::PEERS)
+        .collect(),
         other => {
             eprintln!("unknown scenario {other}");
             std::process::exit(2);

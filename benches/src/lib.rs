@@ -45,22 +45,32 @@ pub fn dedup_window() -> crier::DedupWindow {
     crier::DedupWindow::new(keys.unwrap_or(10_000), Duration::from_secs(60))
 }
 
-/// A subscriber's options in a scenario: as given, or for the at-least-once variant,
-/// ordered retries and a dedup window.
-fn options(builder: crier::SubscriberBuilder<Payload>, at_least_once: bool) -> crier::SubscriberBuilder<Payload> {
-    match at_least_once {
-        true => builder.at_least_once(crier::Retry::ordered()).dedup(dedup_window()),
-        false => builder,
+/// The delivery a scenario's crier contender asks for.
+#[derive(Clone, Copy)]
+enum Delivery {
+    AtMostOnce,
+    /// Ordered retries; no idempotency keys, no dedup window.
+    AtLeastOnce,
+    /// At-least-once (ordered retries), a dedup window per subscriber, every event keyed.
+    Deduplicated,
+}
+
+/// A subscriber's options for `delivery`.
+fn options(builder: crier::SubscriberBuilder<Payload>, delivery: Delivery) -> crier::SubscriberBuilder<Payload> {
+    match delivery {
+        Delivery::AtMostOnce => builder,
+        Delivery::AtLeastOnce => builder.at_least_once(crier::Retry::ordered()),
+        Delivery::Deduplicated => builder.at_least_once(crier::Retry::ordered()).dedup(dedup_window()),
     }
 }
 
-/// Publishes event `n`; in the at-least-once variant, with `n` as its idempotency key
-/// (an integer key: formatted in the event, with no allocation; `n.to_string()` costs
-/// about 4% more on B1's clock, BENCHMARKS.md).
-fn publish(bus: &crier::Bus, n: u64, at_least_once: bool) -> Result<crier::Receipt, crier::PublishError<Payload>> {
-    match at_least_once {
-        true => bus.message(Payload::new(n)).idempotency_key(n).publish(),
-        false => bus.publish(Payload::new(n)),
+/// Publishes event `n`; with dedup, with `n` as its idempotency key (an integer key:
+/// formatted in the event, with no allocation; `n.to_string()` costs about 4% more on
+/// B1's clock, BENCHMARKS.md).
+fn publish(bus: &crier::Bus, n: u64, delivery: Delivery) -> Result<crier::Receipt, crier::PublishError<Payload>> {
+    match delivery {
+        Delivery::Deduplicated => bus.message(Payload::new(n)).idempotency_key(n).publish(),
+        Delivery::AtMostOnce | Delivery::AtLeastOnce => bus.publish(Payload::new(n)),
     }
 }
 
@@ -130,9 +140,23 @@ pub mod pull {
     };
 
     pub fn crier_at_least_once(events: u64) -> Duration {
+        acked(Delivery::Deduplicated, events)
+    }
+
+    /// [`CRIER_AT_LEAST_ONCE`] without keys or dedup windows: what the acks cost alone.
+    pub const CRIER_AT_LEAST_ONCE_ALONE: Contender = Contender {
+        name: "crier at-least-once alone",
+        run: crier_at_least_once_alone,
+    };
+
+    pub fn crier_at_least_once_alone(events: u64) -> Duration {
+        acked(Delivery::AtLeastOnce, events)
+    }
+
+    fn acked(delivery: Delivery, events: u64) -> Duration {
         let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
         let receivers: Vec<_> = (0..RECEIVERS)
-            .map(|_| options(bus.subscriber(), true).ack_receiver().expect("bus is open"))
+            .map(|_| options(bus.subscriber(), delivery).ack_receiver().expect("bus is open"))
             .collect();
         let start = Instant::now();
         let readers = drain_on_threads(receivers, events, |rx| {
@@ -142,7 +166,7 @@ pub mod pull {
             byte
         });
         for n in 0..events {
-            publish(&bus, n, true).expect("lossless");
+            publish(&bus, n, delivery).expect("lossless");
         }
         join(readers);
         start.elapsed()
@@ -232,7 +256,7 @@ pub mod push {
 
     /// Pool subscribers (the default dispatch, a pool sized to the cores).
     pub fn crier(events: u64) -> Duration {
-        crier_with(false, events)
+        crier_with(Delivery::AtMostOnce, events)
     }
 
     /// The same workload at-least-once with a dedup window per subscriber, every
@@ -244,24 +268,35 @@ pub mod push {
     };
 
     pub fn crier_at_least_once(events: u64) -> Duration {
-        crier_with(true, events)
+        crier_with(Delivery::Deduplicated, events)
     }
 
-    fn crier_with(at_least_once: bool, events: u64) -> Duration {
+    /// [`CRIER_AT_LEAST_ONCE`] without keys or dedup windows: what the retries' book-keeping
+    /// costs alone.
+    pub const CRIER_AT_LEAST_ONCE_ALONE: Contender = Contender {
+        name: "crier at-least-once alone",
+        run: crier_at_least_once_alone,
+    };
+
+    pub fn crier_at_least_once_alone(events: u64) -> Duration {
+        crier_with(Delivery::AtLeastOnce, events)
+    }
+
+    fn crier_with(delivery: Delivery, events: u64) -> Duration {
         let bus = crier::Bus::builder().capacity(CAPACITY).build().expect("valid options");
         let counters = counters();
         let subscriptions: Vec<_> = counters
             .iter()
             .map(|counter| {
                 let counter = counter.clone();
-                options(bus.subscriber(), at_least_once)
+                options(bus.subscriber(), delivery)
                     .subscribe(move |env: &crier::Envelope<Payload>| handle(&counter, env))
                     .expect("bus is open")
             })
             .collect();
         let start = Instant::now();
         for n in 0..events {
-            publish(&bus, n, at_least_once).expect("lossless");
+            publish(&bus, n, delivery).expect("lossless");
         }
         bus.wait_idle(Duration::from_secs(600)).expect("drains");
         let elapsed = start.elapsed();
@@ -319,15 +354,15 @@ pub mod inline {
         run: closure_loop,
     }];
 
-    fn crier_with(handlers: usize, at_least_once: bool, events: u64) -> Duration {
-        crier_on(crier::Bus::builder().inline(), handlers, at_least_once, events)
+    fn crier_with(handlers: usize, delivery: Delivery, events: u64) -> Duration {
+        crier_on(crier::Bus::builder().inline(), handlers, delivery, events)
     }
 
-    fn crier_on(builder: crier::BusBuilder, handlers: usize, at_least_once: bool, events: u64) -> Duration {
+    fn crier_on(builder: crier::BusBuilder, handlers: usize, delivery: Delivery, events: u64) -> Duration {
         let bus = builder.build().expect("valid options");
         let subscriptions: Vec<_> = (0..handlers)
             .map(|_| {
-                options(bus.subscriber(), at_least_once)
+                options(bus.subscriber(), delivery)
                     .subscribe(|env: &crier::Envelope<Payload>| {
                         black_box(env.0[0]);
                     })
@@ -336,7 +371,7 @@ pub mod inline {
             .collect();
         let start = Instant::now();
         for n in 0..events {
-            publish(&bus, n, at_least_once).expect("inline never fills");
+            publish(&bus, n, delivery).expect("inline never fills");
         }
         let elapsed = start.elapsed();
         drop(subscriptions);
@@ -344,7 +379,7 @@ pub mod inline {
     }
 
     pub fn crier(events: u64) -> Duration {
-        crier_with(HANDLERS, false, events)
+        crier_with(HANDLERS, Delivery::AtMostOnce, events)
     }
 
     /// As [`crier`], at-least-once with a dedup window per handler and an idempotency
@@ -355,7 +390,18 @@ pub mod inline {
     };
 
     pub fn crier_at_least_once(events: u64) -> Duration {
-        crier_with(HANDLERS, true, events)
+        crier_with(HANDLERS, Delivery::Deduplicated, events)
+    }
+
+    /// [`CRIER_AT_LEAST_ONCE`] without keys or dedup windows: what the retries' book-keeping
+    /// costs alone.
+    pub const CRIER_AT_LEAST_ONCE_ALONE: Contender = Contender {
+        name: "crier at-least-once alone",
+        run: crier_at_least_once_alone,
+    };
+
+    pub fn crier_at_least_once_alone(events: u64) -> Duration {
+        crier_with(HANDLERS, Delivery::AtLeastOnce, events)
     }
 
     /// As [`crier`], on a bus that keeps delivery traces of its last 10,000 events:
@@ -366,13 +412,18 @@ pub mod inline {
     };
 
     pub fn crier_traced(events: u64) -> Duration {
-        crier_on(crier::Bus::builder().inline().trace(10_000), HANDLERS, false, events)
+        crier_on(
+            crier::Bus::builder().inline().trace(10_000),
+            HANDLERS,
+            Delivery::AtMostOnce,
+            events,
+        )
     }
 
     /// One inline handler: with [`crier`] it separates the fixed cost per event from
     /// the cost per handler call (see [`split_costs`]).
     pub fn crier_one_handler(events: u64) -> Duration {
-        crier_with(1, false, events)
+        crier_with(1, Delivery::AtMostOnce, events)
     }
 
     /// The floor: a `Vec<Box<dyn Fn(&E)>>` called in a loop.
@@ -938,5 +989,31 @@ pub mod request {
         drop(tx);
         responder.join().expect("responder thread");
         elapsed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every crier workload of B1–B3 runs to its end on a few events: each publish is
+    /// accepted, each B1 receiver takes every event (it waits for each, so a lost one
+    /// hangs the test), and each B2 run drains (`wait_idle`).
+    #[test]
+    fn the_crier_workloads_of_b1_to_b3_run_to_their_end() {
+        let workloads = [
+            pull::CRIER,
+            pull::CRIER_AT_LEAST_ONCE,
+            pull::CRIER_AT_LEAST_ONCE_ALONE,
+            push::CRIER,
+            push::CRIER_AT_LEAST_ONCE,
+            push::CRIER_AT_LEAST_ONCE_ALONE,
+            inline::CRIER,
+            inline::CRIER_AT_LEAST_ONCE,
+            inline::CRIER_AT_LEAST_ONCE_ALONE,
+        ];
+        for workload in workloads {
+            (workload.run)(3_000);
+        }
     }
 }
