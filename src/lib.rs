@@ -153,7 +153,7 @@
 //! | policy | can it duplicate? | can it lose? | cost |
 //! |---|---|---|---|
 //! | [`Delivery::AtMostOnce`] (default) | never: each event is handled at most once | a failure is final, counted as `failed` | none |
-//! | [`Delivery::AtLeastOnce`] | yes: an attempt that failed after a side effect is retried | no: after the last attempt the event becomes a [`DeadLetter`], counted and kept | while handlers succeed, nothing measurable for push subscribers (B2, B3: 0.9–1.0× at-most-once), about 1.25× for ack receivers, which also settle each event (B1). A dedup window adds a look-up and an insert per delivery, and a key to each event (10,000-key windows): B2 about 1.1× (1.6× in instructions), B3 1.4–1.5× (inline handlers share their topic's key table), B1 1.5–1.6× (a window per ack receiver). A failure costs one timer entry (see `BENCHMARKS.md`) |
+//! | [`Delivery::AtLeastOnce`] | yes: an attempt that failed after a side effect is retried | no: after the last attempt the event becomes a [`DeadLetter`], counted and kept | while handlers succeed, nothing measurable for push subscribers (B2, B3: 0.9–1.0× at-most-once), about 1.2× for ack receivers, which also settle each event (B1). A dedup window adds a look-up and an insert per delivery, and a key to each event (10,000-key windows): B2 about 1.1× (1.6× in instructions), B3 1.4–1.5× (inline handlers share their topic's key table), B1 1.5–1.7× (a window per ack receiver). A failure costs one timer entry (see `BENCHMARKS.md`) |
 //!
 //! Under at-least-once ([`SubscriberBuilder::at_least_once`]), a failed event is
 //! retried after a [`Backoff`] measured on the bus [`Clock`] (fixed, or exponential
