@@ -197,9 +197,9 @@ fn b3(settings: &Settings) {
     ];
     let (crier_costs, peers) = compare_cpu(settings, settings.inline_events, inline::CRIER, &peers);
     let crier = &crier_costs.wall;
-    let (floor, one, at_least_once) = (&peers[0].wall, &peers[1].wall, &peers[2]);
+    let (floor, one, at_least_once, alone) = (&peers[0].wall, &peers[1].wall, &peers[2], &peers[3]);
     row("vs closure loop floor", Spread::of_ratios(crier, floor), Some(3.0));
-    at_least_once_rows(at_least_once, &peers[3], &crier_costs);
+    at_least_once_rows(at_least_once, alone, &crier_costs);
     let (fixed, per_handler): (Vec<f64>, Vec<f64>) = one
         .iter()
         .zip(crier)
@@ -213,7 +213,7 @@ fn b3(settings: &Settings) {
     );
     println!(
         "  crier at-least-once alone: {} ns per event",
-        Spread::of(&peers[3].wall).show(0)
+        Spread::of(&alone.wall).show(0)
     );
     println!(
         "  crier fixed cost per event:        {} ns   target ≤ 60",
