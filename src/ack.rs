@@ -113,11 +113,12 @@
 //! their total order on the one word (coherence). Everything else is under the one
 //! mutex, but for the source's [`SourceFlags`]: the wake marker's flag and `closed`
 //! share one atomic word, so every change to either is ordered with every other by
-//! that word's modification order (coherence), whatever the memory orderings. A pop that consumes a marker clears the flag with a
-//! read-modify-write; a close sets `closed` and then raises the flag, sending a marker
-//! only if the flag was down. So if the close found the flag up because a pop had just
-//! taken the marker, the pop's clear comes after the close's set in that order, and the
-//! read of `closed` that step 4 makes after the pop sees it.
+//! that word's modification order (coherence), whatever the memory orderings. A pop
+//! that consumes a marker clears the flag with a read-modify-write; a close sets
+//! `closed` and then raises the flag, sending a marker only if the flag was down. So
+//! if the close found the flag up because a pop had just taken the marker, the pop's
+//! clear comes after the close's set in that order, and the read of `closed` that
+//! step 4 makes after the pop sees it.
 
 use std::time::{Instant, SystemTime};
 
